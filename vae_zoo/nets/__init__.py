@@ -1,0 +1,13 @@
+"""Encoder and decoder bodies, independent of the VAE variant.
+
+Every encoder is built as ``Encoder(in_channels, image_size, out_features, **architecture)``
+and maps (B, C, S, S) images to (B, out_features); every decoder as
+``Decoder(in_features, out_channels, image_size, **architecture)`` and maps (B, in_features)
+to (B, out_channels, S, S). The model fills in the shape arguments (from the data config and
+the latent size); configs set only the architecture, as ``_partial_`` targets.
+"""
+
+from vae_zoo.nets.conv import ConvDecoder, ConvEncoder, conv_feature_sizes
+from vae_zoo.nets.mlp import MLPDecoder, MLPEncoder
+
+__all__ = ["ConvEncoder", "ConvDecoder", "MLPEncoder", "MLPDecoder", "conv_feature_sizes"]
