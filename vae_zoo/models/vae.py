@@ -1,0 +1,17 @@
+"""The vanilla VAE (Kingma & Welling 2014; Rezende et al. 2014)."""
+
+from torch import Tensor
+
+from vae_zoo.models.base import ELBOModule, ELBOTerms
+
+
+class VAE(ELBOModule):
+    """Maximise the evidence lower bound
+
+        ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || N(0, I)),
+
+    i.e. minimise reconstruction NLL + KL, both in nats per example.
+    """
+
+    def objective(self, terms: ELBOTerms) -> Tensor:
+        return terms.recon + terms.kl
