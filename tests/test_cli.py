@@ -1,0 +1,105 @@
+"""The command line as a user runs it: a real (tiny) run end to end, and bad input."""
+
+import csv
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from conftest import TINY_SPRITES, run_cli, run_folders
+
+
+def read_metrics(run: Path) -> list[dict]:
+    with open(run / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_default_pipeline_end_to_end(tmp_path):
+    result = run_cli(TINY_SPRITES, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = run_folders(tmp_path / "logs")
+    # resolved config, checkpoints (last + best by val/elbo), metrics CSV, PNG grids
+    config = (run / "config.yaml").read_text()
+    assert "${" not in config and "latent_dim: 4" in config
+    checkpoints = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
+    assert "last.ckpt" in checkpoints and any(name.startswith("best-") for name in checkpoints)
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 2 * 8 and last["epoch"] == 1
+    epochs = [row for row in read_metrics(run) if row.get("val/elbo")]
+    assert [int(row["epoch"]) for row in epochs] == [0, 1]
+    for row in epochs:  # the identity the contract promises, in nats per example
+        elbo, recon, kl = (float(row[k]) for k in ("val/elbo", "val/recon", "val/kl"))
+        assert abs(elbo + recon + kl) < 1e-3 * abs(elbo)
+        assert abs(kl - sum(float(row[f"val/kl_dim/{i}"]) for i in range(4))) < 1e-3 + 1e-3 * kl
+    for epoch in (0, 1):
+        for kind in ("recon", "samples"):
+            image = Image.open(run / "images" / f"{kind}_epoch{epoch:04d}.png")
+            # 8 images of 32 px in rows of 4 (+2 px padding); recon grids hold inputs + outputs
+            rows = 4 if kind == "recon" else 2
+            assert image.size == (4 * 34 + 2, rows * 34 + 2)
+    assert "vae_zoo run summary" in result.stdout and "test/elbo" in result.stdout
+
+
+def test_mnist_from_idx_files(tmp_path, mnist_root):
+    args = [
+        "data=mnist",
+        f"data.root={mnist_root}",
+        "data.download=false",
+        "data.val_size=100",
+        "data.batch_size=50",
+        "data.binarize=dynamic",
+        "model.latent_dim=3",
+        "model.encoder.hidden_channels=[8,8]",
+        "trainer.max_epochs=1",
+        "callbacks.progress_bar=null",
+        "callbacks.image_grids.num_images=8",
+    ]
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = run_folders(tmp_path / "logs")
+    assert (run / "images" / "recon_epoch0000.png").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert any(row.get("test/elbo") for row in read_metrics(run))
+
+
+def test_unknown_model_lists_available_names(tmp_path):
+    result = run_cli(["model=not_a_model"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'model/not_a_model'" in result.stderr
+    assert "Available options in 'model'" in result.stderr and "vae" in result.stderr
+    assert not (tmp_path / "logs").exists()  # nothing ran
+
+
+def test_unknown_data_lists_available_names(tmp_path):
+    result = run_cli(["data=imagenet21k"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'data/imagenet21k'" in result.stderr
+    assert "mnist" in result.stderr and "sprites" in result.stderr
+
+
+def test_missing_data_files_fail_before_the_model_is_built(tmp_path):
+    empty = tmp_path / "empty"
+    result = run_cli(["data=mnist", f"data.root={empty}", "data.download=false"], cwd=tmp_path)
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())  # rich may wrap long lines
+    assert "error:" in message and "train-images-idx3-ubyte.gz" in message
+    assert str(empty.resolve() / "MNIST" / "raw") in message
+    assert "Traceback" not in result.stderr
+    [run] = run_folders(tmp_path / "logs")
+    assert not (run / "checkpoints").exists() and not (run / "csv").exists()
+
+
+def test_image_size_the_net_cannot_take_fails_before_training(tmp_path):
+    result = run_cli([*TINY_SPRITES, "data.image_size=4"], cwd=tmp_path)
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert "cannot take 4x4 images" in message and "data.image_size >= 8" in message
+    [run] = run_folders(tmp_path / "logs")
+    assert not (run / "checkpoints").exists()
+
+
+def test_model_built_for_other_images_than_the_data_fails(tmp_path):
+    result = run_cli([*TINY_SPRITES, "model.image_size=64"], cwd=tmp_path)
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert "serves 1x32x32 images" in message and "built for 1x64x64" in message

@@ -1,0 +1,138 @@
+"""Building and running an experiment from a composed config; the Hydra entry points call
+these, and tests call them directly (no command line needed)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from vae_zoo.data.base import InMemoryDataModule
+from vae_zoo.errors import ConfigError, VaeZooError
+from vae_zoo.models.base import ELBOModule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Experiment:
+    """Everything a run needs, built from one config."""
+
+    cfg: DictConfig
+    datamodule: InMemoryDataModule
+    model: ELBOModule
+    trainer: L.Trainer
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.cfg.paths.output_dir)
+
+
+def check_compatible(datamodule: InMemoryDataModule, model: ELBOModule) -> None:
+    """The model must be built for the images the data serves."""
+    if tuple(datamodule.image_shape) != tuple(model.image_shape):
+        c, s, _ = datamodule.image_shape
+        raise ConfigError(
+            f"The data serves {c}x{s}x{s} images (channels x height x width) but the model was "
+            f"built for {'x'.join(map(str, model.image_shape))}. Leave model.image_channels and "
+            f"model.image_size at their defaults (${{data.channels}}, ${{data.image_size}}) or "
+            f"set data.image_size / data.channels to match."
+        )
+
+
+def instantiate(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, but a user error raised while building (a
+    :class:`VaeZooError`) surfaces as itself rather than wrapped in Hydra's exception."""
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        while cause is not None and not isinstance(cause, VaeZooError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from error
+
+
+def instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every non-null entry of a dict-of-configs group (callbacks, loggers)."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+
+
+def build(cfg: DictConfig) -> Experiment:
+    """Seed, then build data (checking its files first), model and trainer.
+
+    Order matters for clear errors: missing data files and impossible shapes are reported
+    here, before anything trains.
+    """
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule: InMemoryDataModule = instantiate(cfg.data)
+    datamodule.prepare_data()  # missing files fail now, before the model is built
+    model: ELBOModule = instantiate(cfg.model)
+    check_compatible(datamodule, model)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=instantiate_all(cfg.get("logger")) or False
+    )
+    return Experiment(cfg=cfg, datamodule=datamodule, model=model, trainer=trainer)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train (and optionally test) the configured model; return the final metrics.
+
+    The run folder ``cfg.paths.output_dir`` receives the resolved config (``config.yaml``),
+    checkpoints, the logger's files and image grids.
+    """
+    experiment = build(cfg)
+    output_dir = experiment.output_dir
+    output_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml")
+    for logger in experiment.trainer.loggers:
+        logger.log_hyperparams(resolved)
+
+    trainer = experiment.trainer
+    trainer.fit(experiment.model, datamodule=experiment.datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if cfg.get("test"):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        results = trainer.test(
+            experiment.model, datamodule=experiment.datamodule, ckpt_path=best or None, verbose=False
+        )
+        metrics.update({k: float(v) for k, v in results[0].items()} if results else {})
+    if trainer.is_global_zero:
+        print_summary(experiment, metrics)
+    return metrics
+
+
+def print_summary(experiment: Experiment, metrics: dict[str, float]) -> None:
+    """A short table of the final numbers, then where the run's files are."""
+    table = Table(title="vae_zoo run summary", header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("unit")
+    for key in ("val/elbo", "val/recon", "val/kl", "val/bits_per_dim", "test/elbo", "test/recon", "test/kl", "test/bits_per_dim"):
+        if key in metrics and math.isfinite(metrics[key]):
+            unit = "bits/dim" if key.endswith("bits_per_dim") else "nats/example"
+            table.add_row(key, f"{metrics[key]:.3f}", unit)
+    console = Console()
+    console.print(table)
+    files = {"run folder": experiment.output_dir}
+    callback = experiment.trainer.checkpoint_callback
+    if callback is not None:
+        files["best checkpoint"] = callback.best_model_path
+        files["last checkpoint"] = callback.last_model_path
+    files.update({logger.__class__.__name__: logger.log_dir for logger in experiment.trainer.loggers})
+    for name, path in files.items():
+        if path:
+            console.print(f"[bold]{name}:[/bold] {path}", soft_wrap=True, highlight=False)
