@@ -11,12 +11,12 @@ from vae_zoo.models import VAE
 from vae_zoo.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
 
-def make_vae(latent_dim=4, image_size=28, likelihood=None, conv=False, lr=1e-3):
+def make_vae(latent_dim=4, image_size=28, likelihood=None, conv=False, lr=1e-3, cls=VAE, **kwargs):
     if conv:
         enc, dec = partial(ConvEncoder, hidden_channels=(16, 16)), partial(ConvDecoder, hidden_channels=(16, 16))
     else:
         enc, dec = partial(MLPEncoder, hidden=(64,)), partial(MLPDecoder, hidden=(64,))
-    return VAE(
+    return cls(
         encoder=enc,
         decoder=dec,
         likelihood=likelihood or Bernoulli(),
@@ -24,6 +24,7 @@ def make_vae(latent_dim=4, image_size=28, likelihood=None, conv=False, lr=1e-3):
         image_channels=1,
         image_size=image_size,
         optimizer=partial(torch.optim.Adam, lr=lr),
+        **kwargs,
     )
 
 

@@ -17,11 +17,13 @@ class ImageGrids(L.Callback):
 
     * ``recon_epoch<E>.png``: a fixed validation batch, each row of ``nrow`` inputs followed
       by a row of their reconstructions (mean of p(x|z) at z = E_q[z]);
-    * ``samples_epoch<E>.png``: means of p(x|z) for a fixed z ~ N(0, I) drawn once from
+    * ``samples_epoch<E>.png``: decoded prior draws (``model.prior_sample``) made once from
       ``seed``, so the same cell shows the same z every epoch.
 
-    The model must provide ``reconstruct(x)``, ``sample(z=...)`` and ``latent_dim``. Images are
-    made on rank zero only; no collective op runs here, so other ranks never wait on it.
+    The model provides ``condition(batch)``, ``reconstruct(x, condition)``,
+    ``prior_sample(n, generator)`` and ``generate(**prior)`` (see
+    :class:`~vae_zoo.models.base.ELBOModule`). Images are made on rank zero only; no collective
+    op runs here, so other ranks never wait on it.
     """
 
     def __init__(
@@ -29,8 +31,8 @@ class ImageGrids(L.Callback):
     ):
         self.dirpath = Path(dirpath)
         self.every_n_epochs, self.num_images, self.nrow, self.seed = every_n_epochs, num_images, nrow, seed
-        self.inputs: Tensor | None = None
-        self.prior_noise: Tensor | None = None
+        self.inputs: dict[str, Tensor] | None = None
+        self.prior: dict[str, Tensor] | None = None
         self.written: list[Path] = []
 
     def on_validation_batch_end(
@@ -38,7 +40,7 @@ class ImageGrids(L.Callback):
     ) -> None:
         # Keep the first validation batch seen (validation is not shuffled): a fixed set.
         if self.inputs is None and batch_idx == 0:
-            self.inputs = batch["image"][: self.num_images].detach().clone()
+            self.inputs = {k: v[: self.num_images].detach().clone() for k, v in batch.items()}
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -46,18 +48,18 @@ class ImageGrids(L.Callback):
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs != 0:
             return
-        if self.prior_noise is None:
+        if self.prior is None:
             generator = torch.Generator().manual_seed(self.seed)
-            self.prior_noise = torch.randn(self.num_images, pl_module.latent_dim, generator=generator)
+            self.prior = pl_module.prior_sample(self.num_images, generator)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         epoch = trainer.current_epoch
         was_training = pl_module.training
         pl_module.eval()
-        inputs = self.inputs.to(pl_module.device)
-        recon = pl_module.reconstruct(inputs)
-        samples = pl_module.sample(z=self.prior_noise)
+        batch = {k: v.to(pl_module.device) for k, v in self.inputs.items()}
+        recon = pl_module.reconstruct(batch["image"], pl_module.condition(batch))
+        samples = pl_module.generate(**self.prior)
         pl_module.train(was_training)
-        self._save(interleave_rows(inputs, recon, self.nrow), f"recon_epoch{epoch:04d}.png")
+        self._save(interleave_rows(batch["image"], recon, self.nrow), f"recon_epoch{epoch:04d}.png")
         self._save(samples, f"samples_epoch{epoch:04d}.png")
 
     def _save(self, images: Tensor, name: str) -> None:

@@ -10,8 +10,12 @@ Contract (see DESIGN.md):
   ``val/elbo``, ``val/recon``, ``val/kl``, ``val/loss``, ``val/bits_per_dim`` and
   ``val/kl_dim/<i>`` (likewise ``test/...``). ``val/elbo`` means the same (unweighted) thing
   for every variant, so runs compare on one chart.
-* A variant overrides only what differs: :meth:`objective` (how the terms are weighted), and
-  for other posteriors :meth:`encode` / :meth:`kl_per_example_dim`.
+* A variant overrides only what differs: :meth:`objective` (how the terms are weighted),
+  :meth:`condition` (what a conditional model is given), and for other posteriors
+  :meth:`build_nets` / :meth:`encode` / :meth:`kl_per_example_dim` / :meth:`prior_sample`.
+* The KL weighting (β, warm-up, cyclical, free bits, capacity) is one
+  :class:`~vae_zoo.schedules.KLSchedule`, stepped by the trainer's global step, logged as
+  ``train/beta`` / ``train/capacity`` and saved in every checkpoint.
 
 Logging never forces a host sync per step: values stay tensors on the device; Lightning
 converts them at ``log_every_n_steps`` and at epoch end, and nothing per-step goes to the
@@ -21,18 +25,33 @@ progress bar (Lightning's progress bars call ``.item()`` on their metrics every 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor, nn
 
+from vae_zoo.errors import ConfigError
 from vae_zoo.likelihoods import DiagonalGaussian, Likelihood
+from vae_zoo.schedules import KLSchedule
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
+
+
+@contextmanager
+def nets_must_fit(model_name: str, expected: str) -> Iterator[None]:
+    """Turn a net factory's ``TypeError`` about its shape arguments into a config error."""
+    try:
+        yield
+    except TypeError as error:
+        raise ConfigError(
+            f"{model_name} needs {expected}, but the configured net does not take its shape "
+            f"arguments ({error}). Pick a matching `net=` option or leave the model's default."
+        ) from error
 
 
 @dataclass
@@ -44,12 +63,15 @@ class ELBOTerms:
         kl_per_example_dim: (B, latent_dim) KL(q(z|x) || p(z)) per latent dimension, nats.
         x_params: decoder output (the parameters of p(x|z)), image-shaped.
         loss: the scalar the optimiser minimises; set by the variant's ``objective``.
+        extras: scalars a variant adds (VQ-VAE: codebook and commitment losses, perplexity,
+            dead codes), logged as ``<stage>/<name>``.
     """
 
     log_px_z: Tensor
     kl_per_example_dim: Tensor
     x_params: Tensor
     loss: Tensor | None = None
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def recon(self) -> Tensor:
@@ -91,7 +113,16 @@ class ELBOModule(L.LightningModule):
         lr_scheduler: optional factory ``lr_scheduler(optimizer)``.
         lr_scheduler_interval: ``"epoch"`` or ``"step"``.
         lr_scheduler_monitor: metric a ReduceLROnPlateau-style scheduler watches.
+        kl_schedule: how the KL term is weighted over training (default: constant, the ELBO).
+        condition_dim: size of the conditioning vector a conditional variant feeds to both
+            nets (0 for unconditional models).
     """
+
+    #: weight β on the KL term (the vanilla VAE's is 1; β-VAE sets its own).
+    beta: float = 1.0
+    #: whether the KL depends on the data (False for VQ-VAE, whose KL is the constant log K per
+    #: latent position): then per-dimension KL and the KL schedule are not logged.
+    learned_kl: bool = True
 
     def __init__(
         self,
@@ -105,26 +136,40 @@ class ELBOModule(L.LightningModule):
         lr_scheduler: SchedulerFactory | None = None,
         lr_scheduler_interval: str = "epoch",
         lr_scheduler_monitor: str = "val/loss",
+        kl_schedule: KLSchedule | None = None,
+        condition_dim: int = 0,
     ):
         super().__init__()
+        # objects built from the config are saved as modules/state, not as hyperparameters
         self.save_hyperparameters(
-            ignore=["encoder", "decoder", "likelihood", "optimizer", "lr_scheduler"], logger=False
+            ignore=["encoder", "decoder", "likelihood", "optimizer", "lr_scheduler", "kl_schedule", "quantizer"],
+            logger=False,
         )
         self.latent_dim = latent_dim
         self.image_shape = (image_channels, image_size, image_size)
+        self.condition_dim = condition_dim
         self.likelihood = likelihood
-        self.encoder = encoder(
-            in_channels=image_channels, image_size=image_size, out_features=2 * latent_dim
-        )
-        self.decoder = decoder(
-            in_features=latent_dim,
-            out_channels=likelihood.param_channels(image_channels),
-            image_size=image_size,
-        )
+        self.kl_schedule = kl_schedule if kl_schedule is not None else KLSchedule()
+        self.build_nets(encoder, decoder)
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
         self.lr_scheduler_monitor = lr_scheduler_monitor
+
+    def build_nets(self, encoder: Callable[..., nn.Module], decoder: Callable[..., nn.Module]) -> None:
+        """Encoder to (mean, log-variance) of z; decoder from z to the parameters of p(x|z).
+        A condition enters the encoder as extra constant image channels and the decoder as
+        extra inputs."""
+        channels, size, _ = self.image_shape
+        with nets_must_fit(type(self).__name__, "a vector encoder/decoder (net=conv or net=mlp)"):
+            self.encoder = encoder(
+                in_channels=channels + self.condition_dim, image_size=size, out_features=2 * self.latent_dim
+            )
+            self.decoder = decoder(
+                in_features=self.latent_dim + self.condition_dim,
+                out_channels=self.likelihood.param_channels(channels),
+                image_size=size,
+            )
 
     # ----------------------------------------------------------------- the model
     @property
@@ -132,12 +177,16 @@ class ELBOModule(L.LightningModule):
         """D = C * H * W, the number of data dimensions (for bits/dim)."""
         return math.prod(self.image_shape)
 
-    def encode(self, x: Tensor) -> DiagonalGaussian:
+    def condition(self, batch: Mapping[str, Tensor]) -> Tensor | None:
+        """What the model is conditioned on, from a batch (None: unconditional)."""
+        return None
+
+    def encode(self, x: Tensor, condition: Tensor | None = None) -> DiagonalGaussian:
         """q(z|x) for a batch of images."""
         mu, logvar = self.encoder(x).chunk(2, dim=1)
         return DiagonalGaussian(mu, logvar)
 
-    def decode(self, z: Tensor) -> Tensor:
+    def decode(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
         """Parameters of p(x|z), image-shaped."""
         return self.decoder(z)
 
@@ -145,10 +194,10 @@ class ELBOModule(L.LightningModule):
         """(B, latent_dim) KL(q(z|x) || N(0, I)) in closed form, nats."""
         return posterior.kl_to_standard_normal()
 
-    def elbo_terms(self, x: Tensor) -> ELBOTerms:
+    def elbo_terms(self, x: Tensor, condition: Tensor | None = None) -> ELBOTerms:
         """Evaluate the ELBO terms on a batch with one reparameterised sample per example."""
-        posterior = self.encode(x)
-        x_params = self.decode(posterior.rsample())
+        posterior = self.encode(x, condition)
+        x_params = self.decode(posterior.rsample(), condition)
         return ELBOTerms(
             log_px_z=self.likelihood.log_prob(x, x_params),
             kl_per_example_dim=self.kl_per_example_dim(posterior),
@@ -159,35 +208,69 @@ class ELBOModule(L.LightningModule):
         """The scalar to minimise (nats per example). Each variant states its own."""
         raise NotImplementedError(f"{type(self).__name__} must define objective(terms).")
 
-    def forward(self, x: Tensor) -> ELBOTerms:
-        terms = self.elbo_terms(x)
+    def kl_penalty(self, terms: ELBOTerms) -> Tensor:
+        """The KL part of the loss as weighted by β and the schedule at the current step."""
+        return self.kl_schedule.kl_penalty(terms.kl_per_dim, beta=self.beta)
+
+    def forward(self, x: Tensor, condition: Tensor | None = None) -> ELBOTerms:
+        terms = self.elbo_terms(x, condition)
         terms.loss = self.objective(terms)
         return terms
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
-        """Mean of p(x|z) at z = E_q[z]: images in [0, 1]."""
-        return self.likelihood.mean(self.decode(self.encode(x).mu))
+    def reconstruct(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
+        """Mean of p(x|z) at the posterior mean of z: images in [0, 1]."""
+        return self.likelihood.mean(self.decode(self.encode(x, condition).mu, condition))
+
+    def prior_sample(self, num_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Draw the inputs of :meth:`generate` from the prior, on the CPU: z ~ N(0, I)."""
+        return {"z": torch.randn(num_samples, self.latent_dim, generator=generator)}
 
     @torch.no_grad()
-    def sample(self, num_samples: int = 0, z: Tensor | None = None) -> Tensor:
-        """Mean images of p(x|z) for z ~ N(0, I) (or for the given ``z``), in [0, 1]."""
-        if z is None:
-            z = torch.randn(num_samples, self.latent_dim, device=self.device)
-        return self.likelihood.mean(self.decode(z.to(self.device)))
+    def generate(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
+        """Mean images of p(x|z) for the given latents, in [0, 1]."""
+        condition = None if condition is None else condition.to(self.device)
+        return self.likelihood.mean(self.decode(z.to(self.device), condition))
+
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """Images decoded from ``num_samples`` prior draws, in [0, 1]."""
+        return self.generate(**self.prior_sample(num_samples, generator))
 
     # ------------------------------------------------------------- Lightning steps
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.kl_schedule.set_step(self.global_step)
+
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
-        terms = self(batch["image"])
+        terms = self(batch["image"], self.condition(batch))
         self._check_finite(terms.loss)
         self._log_terms("train", terms, batch_size=batch["image"].shape[0], per_dim=False)
+        self._log_schedule()
         return terms.loss
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        self._log_terms("val", self(batch["image"]), batch_size=batch["image"].shape[0])
+        terms = self(batch["image"], self.condition(batch))
+        self._log_terms("val", terms, batch_size=batch["image"].shape[0])
 
     def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        self._log_terms("test", self(batch["image"]), batch_size=batch["image"].shape[0])
+        terms = self(batch["image"], self.condition(batch))
+        self._log_terms("test", terms, batch_size=batch["image"].shape[0])
+
+    def _log_schedule(self) -> None:
+        """train/beta = β·w(t) (or train/capacity = C(t) nats): Python floats, no sync."""
+        if not self.learned_kl:
+            return
+        capacity = self.kl_schedule.capacity()
+        if capacity is None:
+            self.log("train/beta", self.beta * self.kl_schedule.weight(), on_step=True, on_epoch=False)
+        else:
+            self.log("train/capacity", capacity, on_step=True, on_epoch=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["kl_schedule"] = self.kl_schedule.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "kl_schedule" in checkpoint:
+            self.kl_schedule.load_state_dict(checkpoint["kl_schedule"])
 
     def _log_terms(self, stage: str, terms: ELBOTerms, batch_size: int, per_dim: bool = True) -> None:
         train = stage == "train"
@@ -198,16 +281,20 @@ class ELBOModule(L.LightningModule):
             f"{stage}/kl": terms.kl,
             f"{stage}/bits_per_dim": -terms.elbo / (self.data_dim * math.log(2)),
         }
-        if per_dim:
+        metrics.update({f"{stage}/{name}": value for name, value in terms.extras.items()})
+        if per_dim and self.learned_kl:
             metrics.update({f"{stage}/kl_dim/{i}": kl for i, kl in enumerate(terms.kl_per_dim)})
-        # Epoch values are means over examples (weighted by batch_size) and, under DDP,
-        # averaged across ranks at epoch end only (sync_dist reduces once, not per step).
+        # Training terms are logged per step (reaching the logger every log_every_n_steps);
+        # validation/test terms are epoch means over examples (weighted by batch_size) and,
+        # under DDP, averaged across ranks at epoch end only (sync_dist reduces once, not per
+        # step). One of on_step/on_epoch only, so the keys stay exactly as named (Lightning
+        # appends _step/_epoch when both are on).
         for name, value in metrics.items():
             self.log(
                 name,
                 value.detach(),
                 on_step=train,
-                on_epoch=True,
+                on_epoch=not train,
                 batch_size=batch_size,
                 sync_dist=not train,
                 prog_bar=name == "val/elbo",

@@ -10,8 +10,10 @@ class VAE(ELBOModule):
 
         ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || N(0, I)),
 
-    i.e. minimise reconstruction NLL + KL, both in nats per example.
+    i.e. minimise reconstruction NLL + KL, both in nats per example. With the default
+    (constant) schedule the KL penalty is the plain KL; a warm-up, cyclical annealing or free
+    bits (``model.kl_schedule``) re-weight it during training only.
     """
 
     def objective(self, terms: ELBOTerms) -> Tensor:
-        return terms.recon + terms.kl
+        return terms.recon + self.kl_penalty(terms)
