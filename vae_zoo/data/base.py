@@ -85,6 +85,8 @@ class InMemoryDataModule(L.LightningDataModule):
         image_size: side of the square images served (resized once at load if the source
             differs).
         channels: image channels the data has (checked against what is loaded).
+        num_classes: number of label classes (``label`` in each batch), for conditional
+            models; None when the data has no labels.
         batch_size: training batch size *per device* (under DDP the global batch is
             ``batch_size * world_size``).
         eval_batch_size: batch size for validation and test (default: ``batch_size``).
@@ -100,6 +102,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self,
         image_size: int,
         channels: int,
+        num_classes: int | None = None,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
         binarize: str | None = None,
@@ -109,7 +112,7 @@ class InMemoryDataModule(L.LightningDataModule):
         super().__init__()
         if binarize not in BINARIZE_MODES:
             raise ConfigError(f"data.binarize must be one of {BINARIZE_MODES}, got {binarize!r}.")
-        self.image_size, self.channels = image_size, channels
+        self.image_size, self.channels, self.num_classes = image_size, channels, num_classes
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.binarize, self.seed, self.pin_memory = binarize, seed, pin_memory

@@ -71,9 +71,10 @@ class MNISTDataModule(InMemoryDataModule):
         val_size: int = 5000,
         image_size: int = 28,
         channels: int = 1,
+        num_classes: int = 10,
         **kwargs,
     ):
-        super().__init__(image_size=image_size, channels=channels, **kwargs)
+        super().__init__(image_size=image_size, channels=channels, num_classes=num_classes, **kwargs)
         self.root = Path(root).expanduser()
         self.download, self.val_size = download, val_size
 

@@ -232,6 +232,7 @@ class SpritesDataModule(InMemoryDataModule):
         num_test: int = 2000,
         image_size: int = 64,
         channels: int = 1,
+        num_classes: int = len(SHAPES),
         **kwargs,
     ):
         if channels != 1:
@@ -239,7 +240,7 @@ class SpritesDataModule(InMemoryDataModule):
                 f"Sprites are binary one-channel images; got data.channels={channels}. "
                 "Set data.channels=1."
             )
-        super().__init__(image_size=image_size, channels=channels, **kwargs)
+        super().__init__(image_size=image_size, channels=channels, num_classes=num_classes, **kwargs)
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
 
     def load_splits(self) -> dict[str, Split]:
