@@ -115,3 +115,75 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.deconvs(self.fc(z))
+
+
+class ResidualBlock(nn.Module):
+    """x + conv1x1(SiLU(conv3x3(SiLU(x)))), the block of van den Oord et al. (2017)."""
+
+    def __init__(self, channels: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or channels
+        self.body = nn.Sequential(
+            nn.SiLU(), nn.Conv2d(channels, hidden, 3, padding=1), nn.SiLU(), nn.Conv2d(hidden, channels, 1)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class ConvGridEncoder(nn.Module):
+    """(B, C, S, S) -> (B, out_channels, s, s): a grid of vectors (for VQ-VAE).
+
+    Stride-2 convs as in :class:`ConvEncoder`, then ``num_residual_blocks`` residual blocks and
+    a 1x1 conv to ``out_channels``; s = S / 2^len(hidden_channels) (rounded down per layer).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: int,
+        out_channels: int,
+        hidden_channels: Sequence[int] = (64, 128),
+        num_residual_blocks: int = 2,
+    ):
+        super().__init__()
+        self.grid_size = conv_feature_sizes(image_size, len(hidden_channels))[-1]
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip([in_channels, *hidden_channels[:-1]], hidden_channels):
+            layers += [nn.Conv2d(c_in, c_out, KERNEL, STRIDE, PADDING), nn.SiLU()]
+        layers += [ResidualBlock(hidden_channels[-1]) for _ in range(num_residual_blocks)]
+        layers += [nn.SiLU(), nn.Conv2d(hidden_channels[-1], out_channels, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class ConvGridDecoder(nn.Module):
+    """(B, in_channels, s, s) -> (B, out_channels, S, S), the mirror of :class:`ConvGridEncoder`."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        image_size: int,
+        hidden_channels: Sequence[int] = (64, 128),
+        num_residual_blocks: int = 2,
+    ):
+        super().__init__()
+        sizes = conv_feature_sizes(image_size, len(hidden_channels))
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, hidden_channels[-1], 3, padding=1)]
+        layers += [ResidualBlock(hidden_channels[-1]) for _ in range(num_residual_blocks)]
+        layers.append(nn.SiLU())
+        channels_out = [*reversed(hidden_channels[:-1]), out_channels]
+        for i, (c_in, c_out) in enumerate(zip(reversed(hidden_channels), channels_out)):
+            size_in, size_out = sizes[-1 - i], sizes[-2 - i]
+            layers.append(
+                nn.ConvTranspose2d(c_in, c_out, KERNEL, STRIDE, PADDING, output_padding=size_out - 2 * size_in)
+            )
+            if i < len(hidden_channels) - 1:
+                layers.append(nn.SiLU())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
