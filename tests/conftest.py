@@ -15,22 +15,31 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 # Tiny but real: every code path of a run, small enough for a 2-core CI machine.
-TINY_SPRITES = [
+TINY_DATA = [
     "data.num_train=256",
     "data.num_val=64",
     "data.num_test=64",
     "data.image_size=32",
     "data.batch_size=32",
     "data.eval_batch_size=64",
-    "model.latent_dim=4",
-    "model.encoder.hidden_channels=[8,8,8]",
-    "model.encoder.fc_features=32",
+]
+TINY_RUN = [
     "trainer.max_epochs=2",
     "trainer.accelerator=cpu",
     "callbacks.progress_bar=null",
     "callbacks.image_grids.num_images=8",
     "callbacks.image_grids.nrow=4",
 ]
+TINY_NET = {  # per model: a small net of the kind that model takes
+    "gaussian": ["model.latent_dim=4", "model.encoder.hidden_channels=[8,8,8]", "model.encoder.fc_features=32"],
+    "vq_vae": [
+        "model.quantizer.num_codes=16",
+        "model.quantizer.code_dim=8",
+        "model.encoder.hidden_channels=[8,16]",
+        "model.encoder.num_residual_blocks=1",
+    ],
+}
+TINY_SPRITES = [*TINY_DATA, *TINY_NET["gaussian"], *TINY_RUN]
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -40,26 +40,50 @@ def test_default_pipeline_end_to_end(tmp_path):
     assert "vae_zoo run summary" in result.stdout and "test/elbo" in result.stdout
 
 
-def test_mnist_from_idx_files(tmp_path, mnist_root):
-    args = [
-        "data=mnist",
-        f"data.root={mnist_root}",
-        "data.download=false",
-        "data.val_size=100",
-        "data.batch_size=50",
-        "data.binarize=dynamic",
-        "model.latent_dim=3",
-        "model.encoder.hidden_channels=[8,8]",
-        "trainer.max_epochs=1",
-        "callbacks.progress_bar=null",
-        "callbacks.image_grids.num_images=8",
-    ]
-    result = run_cli(args, cwd=tmp_path)
+VARIANTS = ["vae", "beta_vae", "cvae", "vq_vae"]
+QUICK = [
+    "data.batch_size=32",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "callbacks.progress_bar=null",
+    "callbacks.image_grids.num_images=8",
+]
+
+
+def check_variant_runs(log_dir: Path) -> None:
+    [sweep] = sorted((log_dir / "train" / "multiruns").glob("*"))
+    for job, model in enumerate(VARIANTS):
+        run = sweep / str(job)
+        assert f"model: {model}" in (run / ".hydra" / "overrides.yaml").read_text().replace("- model=", "model: ")
+        for kind in ("recon", "samples"):
+            assert (run / "images" / f"{kind}_epoch0000.png").is_file()
+        assert (run / "checkpoints" / "last.ckpt").is_file()
+        rows = read_metrics(run)
+        logged = {key for row in rows for key, value in row.items() if value}
+        assert {"val/elbo", "val/recon", "val/kl", "test/elbo", "train/loss"} <= logged
+        if model == "vq_vae":
+            assert {"val/perplexity", "val/dead_codes", "val/commitment_loss"} <= logged
+            assert "val/kl_dim/0" not in logged  # constant log K: not logged per position
+        else:
+            assert {"train/beta", "val/kl_dim/0"} <= logged
+        if model == "beta_vae":
+            assert {float(row["train/beta"]) for row in rows if row.get("train/beta")} == {4.0}
+
+
+def test_every_variant_trains_on_the_default_data(tmp_path):
+    sizes = ["data.num_train=256", "data.num_val=64", "data.num_test=64"]
+    result = run_cli(["-m", f"model={','.join(VARIANTS)}", *sizes, *QUICK, "trainer.log_every_n_steps=1"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    [run] = run_folders(tmp_path / "logs")
-    assert (run / "images" / "recon_epoch0000.png").is_file()
-    assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert any(row.get("test/elbo") for row in read_metrics(run))
+    check_variant_runs(tmp_path / "logs")
+
+
+def test_every_variant_trains_on_mnist_files(tmp_path, mnist_root):
+    mnist = ["data=mnist", f"paths.data_dir={mnist_root}", "data.download=false", "data.val_size=100", "data.binarize=dynamic"]
+    result = run_cli(["-m", f"model={','.join(VARIANTS)}", *mnist, *QUICK, "trainer.log_every_n_steps=1"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_variant_runs(tmp_path / "logs")
 
 
 def test_unknown_model_lists_available_names(tmp_path):

@@ -8,10 +8,13 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from conftest import REPO, TINY_SPRITES
+from conftest import REPO, TINY_DATA, TINY_SPRITES
 from vae_zoo.config import compose_config, config_dir
+from vae_zoo.errors import ConfigError
 from vae_zoo.experiment import build
 
+# options that only make sense together with another choice
+COMPANIONS = {"conv_grid": ["model=vq_vae"]}
 GROUPS = {p.name: sorted(f.stem for f in p.glob("*.yaml")) for p in config_dir().iterdir() if p.is_dir()}
 
 
@@ -22,7 +25,7 @@ def test_config_dir_is_the_source_conf():
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, options in GROUPS.items() for o in options])
 def test_every_config_composes_and_builds(group, option, tmp_path, mnist_root):
-    overrides = [f"{group}={option}"]
+    overrides = [f"{group}={option}", *COMPANIONS.get(option, [])]
     if option == "mnist":
         overrides += [f"paths.data_dir={mnist_root}", "data.download=false"]
     cfg = compose_config(overrides, output_dir=tmp_path)
@@ -67,3 +70,9 @@ def test_configs_are_found_from_a_built_wheel(tmp_path):
     )
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "latent_dim: 7" in shown.stdout and "vae_zoo.models.VAE" in shown.stdout
+
+
+@pytest.mark.parametrize("overrides,expected", [(["net=conv_grid"], "net=conv or net=mlp"), (["model=vq_vae", "net=conv"], "net=conv_grid")])
+def test_mismatched_net_and_model_say_which_net_fits(tmp_path, overrides, expected):
+    with pytest.raises(ConfigError, match=expected):
+        build(compose_config([*TINY_DATA, *overrides], output_dir=tmp_path))
