@@ -27,8 +27,12 @@ TINY_RUN = [
     "trainer.max_epochs=2",
     "trainer.accelerator=cpu",
     "callbacks.progress_bar=null",
-    "callbacks.image_grids.num_images=8",
-    "callbacks.image_grids.nrow=4",
+    "callbacks.reconstructions.num_images=8",
+    "callbacks.reconstructions.nrow=4",
+    "callbacks.prior_samples.num_images=8",
+    "callbacks.prior_samples.nrow=4",
+    "callbacks.interpolations.num_pairs=2",
+    "callbacks.class_conditional.samples_per_class=4",
 ]
 TINY_NET = {  # per model: a small net of the kind that model takes
     "gaussian": ["model.latent_dim=4", "model.encoder.hidden_channels=[8,8,8]", "model.encoder.fc_features=32"],
@@ -73,8 +77,10 @@ def mnist_root(tmp_path: Path) -> Path:
 
 
 def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m vae_zoo.train`` as a user would, logs under ``cwd``."""
-    full_env = {**os.environ, "VAE_ZOO_LOG_DIR": str(cwd / "logs"), "PYTHONUNBUFFERED": "1", **(env or {})}
+    """Run ``python -m vae_zoo.train`` as a user would, logs under ``cwd``; ``env`` replaces
+    the environment (default: this process's)."""
+    base = os.environ if env is None else env
+    full_env = {**base, "VAE_ZOO_LOG_DIR": str(cwd / "logs"), "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
         [sys.executable, "-m", "vae_zoo.train", *args],
         cwd=cwd,

@@ -32,10 +32,10 @@ def test_default_pipeline_end_to_end(tmp_path):
         assert abs(elbo + recon + kl) < 1e-3 * abs(elbo)
         assert abs(kl - sum(float(row[f"val/kl_dim/{i}"]) for i in range(4))) < 1e-3 + 1e-3 * kl
     for epoch in (0, 1):
-        for kind in ("recon", "samples"):
+        for kind in ("reconstructions", "prior_samples"):
             image = Image.open(run / "images" / f"{kind}_epoch{epoch:04d}.png")
-            # 8 images of 32 px in rows of 4 (+2 px padding); recon grids hold inputs + outputs
-            rows = 4 if kind == "recon" else 2
+            # 8 images of 32 px in rows of 4 (+2 px padding); reconstructions: inputs + outputs
+            rows = 4 if kind == "reconstructions" else 2
             assert image.size == (4 * 34 + 2, rows * 34 + 2)
     assert "vae_zoo run summary" in result.stdout and "test/elbo" in result.stdout
 
@@ -48,7 +48,8 @@ QUICK = [
     "trainer.limit_val_batches=2",
     "trainer.limit_test_batches=2",
     "callbacks.progress_bar=null",
-    "callbacks.image_grids.num_images=8",
+    "callbacks.reconstructions.num_images=8",
+    "callbacks.prior_samples.num_images=8",
 ]
 
 
@@ -57,8 +58,10 @@ def check_variant_runs(log_dir: Path) -> None:
     for job, model in enumerate(VARIANTS):
         run = sweep / str(job)
         assert f"model: {model}" in (run / ".hydra" / "overrides.yaml").read_text().replace("- model=", "model: ")
-        for kind in ("recon", "samples"):
+        for kind in ("reconstructions", "prior_samples", "interpolations"):
             assert (run / "images" / f"{kind}_epoch0000.png").is_file()
+        specific = {"cvae": "class_conditional", "vq_vae": "codebook_usage"}.get(model, "traversals")
+        assert (run / "images" / f"{specific}_epoch0000.png").is_file()
         assert (run / "checkpoints" / "last.ckpt").is_file()
         rows = read_metrics(run)
         logged = {key for row in rows for key, value in row.items() if value}

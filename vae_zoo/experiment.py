@@ -13,7 +13,9 @@ import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vae_zoo.data.base import InMemoryDataModule
@@ -38,7 +40,8 @@ class Experiment:
 
 
 def check_compatible(datamodule: InMemoryDataModule, model: ELBOModule) -> None:
-    """The model must be built for the images the data serves."""
+    """The model must be built for the images the data serves, and a conditional model (one
+    with a ``label_key``) for the condition the data provides."""
     if tuple(datamodule.image_shape) != tuple(model.image_shape):
         c, s, _ = datamodule.image_shape
         raise ConfigError(
@@ -46,6 +49,24 @@ def check_compatible(datamodule: InMemoryDataModule, model: ELBOModule) -> None:
             f"built for {'x'.join(map(str, model.image_shape))}. Leave model.image_channels and "
             f"model.image_size at their defaults (${{data.channels}}, ${{data.image_size}}) or "
             f"set data.image_size / data.channels to match."
+        )
+    label_key = getattr(model, "label_key", None)
+    if label_key is None:
+        return
+    data_name = type(datamodule).__name__
+    if datamodule.num_classes is None:
+        raise ConfigError(
+            f"{type(model).__name__} is conditional, but {data_name} has no labels. Use data with "
+            "labels (mnist, fashion_mnist, cifar10, celeba, dsprites, sprites, or a folder with one "
+            "subfolder per class and data.num_classes set) or an unconditional model."
+        )
+    wanted = (label_key, model.encoding, model.num_classes)
+    offered = (datamodule.condition_key, datamodule.condition_encoding, datamodule.num_classes)
+    if wanted != offered:
+        raise ConfigError(
+            f"{type(model).__name__} reads batch['{wanted[0]}'] as {wanted[1]} of size {wanted[2]}, but "
+            f"{data_name} provides '{offered[0]}' as {offered[1]} of size {offered[2]}. Set "
+            f"model.label_key={offered[0]} model.encoding={offered[1]} model.num_classes={offered[2]}."
         )
 
 
@@ -87,8 +108,16 @@ def build(cfg: DictConfig) -> Experiment:
     return Experiment(cfg=cfg, datamodule=datamodule, model=model, trainer=trainer)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Train (and optionally test) the configured model; return the final metrics.
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the final metrics and the trained experiment."""
+
+    metrics: dict[str, float]
+    experiment: Experiment
+
+
+def train(cfg: DictConfig) -> TrainResult:
+    """Train (and optionally test) the configured model; return the final metrics with it.
 
     The run folder ``cfg.paths.output_dir`` receives the resolved config (``config.yaml``),
     checkpoints, the logger's files and image grids.
@@ -112,27 +141,43 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update({k: float(v) for k, v in results[0].items()} if results else {})
     if trainer.is_global_zero:
         print_summary(experiment, metrics)
-    return metrics
+    return TrainResult(metrics=metrics, experiment=experiment)
+
+
+def log_viewing_commands(experiment: Experiment) -> dict[str, str]:
+    """How to look at each logger's record of this run."""
+    commands = {}
+    for logger in experiment.trainer.loggers:
+        if isinstance(logger, CSVLogger):
+            commands["metrics (CSV)"] = f"column -s, -t < {Path(logger.log_dir) / 'metrics.csv'} | less -S"
+        elif isinstance(logger, TensorBoardLogger):
+            commands["TensorBoard"] = f"tensorboard --logdir {logger.log_dir}"
+        elif isinstance(logger, WandbLogger):
+            run = logger.experiment
+            url = getattr(run, "url", None)
+            commands["W&B"] = url if url else f"wandb sync {Path(run.dir).parent}"
+    return commands
 
 
 def print_summary(experiment: Experiment, metrics: dict[str, float]) -> None:
-    """A short table of the final numbers, then where the run's files are."""
+    """A short table of the final numbers, then where the run's files are and how to look."""
     table = Table(title="vae_zoo run summary", header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("unit")
-    for key in ("val/elbo", "val/recon", "val/kl", "val/bits_per_dim", "test/elbo", "test/recon", "test/kl", "test/bits_per_dim"):
+    for key in ("val/elbo", "val/recon", "val/kl", "val/bits_per_dim", "val/active_units", "val/perplexity", "test/elbo", "test/recon", "test/kl", "test/bits_per_dim"):
         if key in metrics and math.isfinite(metrics[key]):
-            unit = "bits/dim" if key.endswith("bits_per_dim") else "nats/example"
+            unit = {"bits_per_dim": "bits/dim", "active_units": "dimensions", "perplexity": "codes"}.get(key.split("/")[1], "nats/example")
             table.add_row(key, f"{metrics[key]:.3f}", unit)
     console = Console()
     console.print(table)
-    files = {"run folder": experiment.output_dir}
+    files = {"run folder": str(experiment.output_dir)}
     callback = experiment.trainer.checkpoint_callback
     if callback is not None:
         files["best checkpoint"] = callback.best_model_path
         files["last checkpoint"] = callback.last_model_path
-    files.update({logger.__class__.__name__: logger.log_dir for logger in experiment.trainer.loggers})
-    for name, path in files.items():
-        if path:
-            console.print(f"[bold]{name}:[/bold] {path}", soft_wrap=True, highlight=False)
+    files["images"] = str(experiment.output_dir / "images")
+    files.update(log_viewing_commands(experiment))
+    for name, value in files.items():
+        if value:
+            console.print(f"[bold]{name}:[/bold] {escape(value)}", soft_wrap=True, highlight=False)

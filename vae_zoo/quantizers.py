@@ -48,7 +48,8 @@ class QuantizerOutput:
         indices: (B, H, W) code index at each position.
         codebook_loss: (B,) ||sg[z_e] - e||^2 summed per example (0 with EMA updates).
         commitment_loss: (B,) ||z_e - sg[e]||^2 summed per example (unweighted).
-        perplexity: exp(entropy) of the code usage in this batch (all ranks together).
+        perplexity: exp(entropy) of the code usage in this batch (in training, of all ranks
+            together; in eval, of this rank's batch).
         dead_codes: number of codes whose usage (EMA of counts per batch) is below threshold.
     """
 
@@ -134,8 +135,11 @@ class VectorQuantizer(nn.Module):
                 self._kmeans_initialise(flat.detach())
                 self._initialized_known = True
         indices = self.nearest(flat.detach())
-        counts = _all_reduce_sum(torch.bincount(indices, minlength=self.num_codes).float())
+        counts = torch.bincount(indices, minlength=self.num_codes).float()
         if self.training:
+            # Collectives only in training steps, which every rank runs in lockstep; in eval
+            # (uneven validation shards, rank-zero image callbacks) a collective would hang.
+            _all_reduce_sum(counts)
             self._update_usage(counts)
             if self.ema:
                 self._ema_update(flat.detach(), indices, counts)

@@ -17,7 +17,7 @@ from vae_zoo.experiment import train
 def main(cfg: DictConfig) -> float:
     """Returns ``val/elbo`` so sweepers (e.g. Optuna) can optimise it."""
     try:
-        return train(cfg).get("val/elbo", float("nan"))
+        return train(cfg).metrics.get("val/elbo", float("nan"))
     except VaeZooError as error:
         report_and_exit(error)
 

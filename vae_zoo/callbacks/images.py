@@ -1,4 +1,13 @@
-"""PNG grids of reconstructions and prior samples, written each validation epoch."""
+"""What a run shows, each validation epoch: image grids and charts, on rank zero.
+
+Every callback here is a :class:`MediaCallback`: at the end of every ``every_n_epochs``-th
+validation, on rank zero, with the model in eval mode, it renders one picture and hands it to
+:func:`vae_zoo.callbacks.media.log_image` (PNG in the run folder + W&B + TensorBoard). Inputs
+are fixed across epochs - the first validation batch, prior draws made once from ``seed`` - so
+the same cell shows the same example or the same z every epoch. No collective op runs here,
+so the other ranks never wait on rank zero. A callback that does not apply to the model (a
+traversal of a VQ-VAE, a class grid of an unconditional model) does nothing.
+"""
 
 from __future__ import annotations
 
@@ -9,67 +18,213 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
-from torchvision.utils import save_image
+
+from vae_zoo.callbacks.media import bar_chart, grid, log_image
+from vae_zoo.metrics import ACTIVE_UNIT_THRESHOLD
 
 
-class ImageGrids(L.Callback):
-    """Every ``every_n_epochs`` validation epochs, write to ``dirpath``:
+class MediaCallback(L.Callback):
+    """Base class: subclasses name their picture and implement :meth:`render`.
 
-    * ``recon_epoch<E>.png``: a fixed validation batch, each row of ``nrow`` inputs followed
-      by a row of their reconstructions (mean of p(x|z) at z = E_q[z]);
-    * ``samples_epoch<E>.png``: decoded prior draws (``model.prior_sample``) made once from
-      ``seed``, so the same cell shows the same z every epoch.
-
-    The model provides ``condition(batch)``, ``reconstruct(x, condition)``,
-    ``prior_sample(n, generator)`` and ``generate(**prior)`` (see
-    :class:`~vae_zoo.models.base.ELBOModule`). Images are made on rank zero only; no collective
-    op runs here, so other ranks never wait on it.
+    Args:
+        dirpath: folder for the PNG files (the run folder's ``images/``).
+        every_n_epochs: render every this many validation epochs.
+        num_images: how many validation examples the fixed batch keeps.
     """
 
-    def __init__(
-        self, dirpath: str, every_n_epochs: int = 1, num_images: int = 32, nrow: int = 8, seed: int = 0
-    ):
+    name = "media"
+
+    def __init__(self, dirpath: str, every_n_epochs: int = 1, num_images: int = 16):
         self.dirpath = Path(dirpath)
-        self.every_n_epochs, self.num_images, self.nrow, self.seed = every_n_epochs, num_images, nrow, seed
-        self.inputs: dict[str, Tensor] | None = None
-        self.prior: dict[str, Tensor] | None = None
+        self.every_n_epochs, self.num_images = every_n_epochs, num_images
+        self.fixed_batch: dict[str, Tensor] | None = None
         self.written: list[Path] = []
+
+    def applies_to(self, module: L.LightningModule) -> bool:
+        return True
+
+    def render(self, trainer: L.Trainer, module: L.LightningModule) -> Tensor:
+        """Return one (3, H, W) image in [0, 1]."""
+        raise NotImplementedError
 
     def on_validation_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        # Keep the first validation batch seen (validation is not shuffled): a fixed set.
-        if self.inputs is None and batch_idx == 0:
-            self.inputs = {k: v[: self.num_images].detach().clone() for k, v in batch.items()}
+        # validation is not shuffled: its first batch is the same every epoch
+        if self.fixed_batch is None and batch_idx == 0:
+            self.fixed_batch = {k: v[: self.num_images].detach().clone() for k, v in batch.items()}
 
+    # on_validation_end, not on_validation_epoch_end: Lightning runs the callbacks' epoch-end
+    # hooks before the module's, so the epoch's metrics (val/kl_dim/<i>) exist only here.
     @rank_zero_only
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or self.inputs is None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        if (trainer.current_epoch + 1) % self.every_n_epochs != 0:
+        if self.fixed_batch is None or not self.applies_to(pl_module):
             return
-        if self.prior is None:
-            generator = torch.Generator().manual_seed(self.seed)
-            self.prior = pl_module.prior_sample(self.num_images, generator)
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        epoch = trainer.current_epoch
         was_training = pl_module.training
         pl_module.eval()
-        batch = {k: v.to(pl_module.device) for k, v in self.inputs.items()}
-        recon = pl_module.reconstruct(batch["image"], pl_module.condition(batch))
-        samples = pl_module.generate(**self.prior)
+        with torch.no_grad():
+            image = self.render(trainer, pl_module)
         pl_module.train(was_training)
-        self._save(interleave_rows(batch["image"], recon, self.nrow), f"recon_epoch{epoch:04d}.png")
-        self._save(samples, f"samples_epoch{epoch:04d}.png")
+        self.written.append(log_image(trainer, self.name, image, self.dirpath))
 
-    def _save(self, images: Tensor, name: str) -> None:
-        path = self.dirpath / name
-        save_image(images.float().cpu(), path, nrow=self.nrow, padding=2, pad_value=0.5)
-        self.written.append(path)
+    def batch_on(self, module: L.LightningModule) -> tuple[Tensor, Tensor | None]:
+        """The fixed batch on the model's device: images and the model's condition."""
+        batch = {k: v.to(module.device) for k, v in self.fixed_batch.items()}
+        return batch["image"], module.condition(batch)
 
 
-def interleave_rows(top: Tensor, bottom: Tensor, nrow: int) -> Tensor:
-    """Stack images so that each row of ``nrow`` from ``top`` is followed by the matching row
-    from ``bottom`` (for ``make_grid``/``save_image`` with the same ``nrow``)."""
-    rows = [torch.cat(pair) for pair in zip(top.split(nrow), bottom.split(nrow))]
-    return torch.cat(rows)
+class Reconstructions(MediaCallback):
+    """Rows of ``nrow`` validation inputs, each followed by the row of their reconstructions."""
+
+    name = "reconstructions"
+
+    def __init__(self, dirpath: str, every_n_epochs: int = 1, num_images: int = 32, nrow: int = 8):
+        super().__init__(dirpath, every_n_epochs, num_images)
+        self.nrow = nrow
+
+    def render(self, trainer: L.Trainer, module: L.LightningModule) -> Tensor:
+        images, condition = self.batch_on(module)
+        recon = module.reconstruct(images, condition)
+        rows = [torch.cat(pair) for pair in zip(images.split(self.nrow), recon.split(self.nrow))]
+        return grid(torch.cat(rows), self.nrow)
+
+
+class PriorSamples(MediaCallback):
+    """Decoded prior draws (``model.prior_sample``), made once from ``seed``."""
+
+    name = "prior_samples"
+
+    def __init__(self, dirpath: str, every_n_epochs: int = 1, num_images: int = 64, nrow: int = 8, seed: int = 0):
+        super().__init__(dirpath, every_n_epochs, num_images)
+        self.nrow, self.seed = nrow, seed
+        self.prior: dict[str, Tensor] | None = None
+
+    def render(self, trainer: L.Trainer, module: L.LightningModule) -> Tensor:
+        if self.prior is None:
+            self.prior = module.prior_sample(self.num_images, torch.Generator().manual_seed(self.seed))
+        return grid(module.generate(**self.prior), self.nrow)
+
+
+def dims_by_kl(trainer: L.Trainer, latent_dim: int) -> list[int]:
+    """Latent dimensions sorted by their validation KL, largest first (from the logged,
+    rank-reduced ``val/kl_dim/<i>``)."""
+    kl = [float(trainer.callback_metrics.get(f"val/kl_dim/{i}", 0.0)) for i in range(latent_dim)]
+    return sorted(range(latent_dim), key=lambda i: -kl[i])
+
+
+class LatentTraversals(MediaCallback):
+    """Rows = the ``num_dims`` latent dimensions with the largest KL; columns = ``num_values``
+    values from -``span`` to +``span`` for that dimension, the others held at the posterior
+    mean of the first validation image. Gaussian latents only."""
+
+    name = "traversals"
+
+    def __init__(self, dirpath: str, every_n_epochs: int = 1, num_dims: int = 8, num_values: int = 9, span: float = 3.0):
+        super().__init__(dirpath, every_n_epochs, num_images=1)
+        self.num_dims, self.num_values, self.span = num_dims, num_values, span
+
+    def applies_to(self, module: L.LightningModule) -> bool:
+        return module.learned_kl
+
+    def render(self, trainer: L.Trainer, module: L.LightningModule) -> Tensor:
+        images, condition = self.batch_on(module)
+        code = module.latent_code(images, condition)[0]
+        values = torch.linspace(-self.span, self.span, self.num_values, device=module.device)
+        dims = dims_by_kl(trainer, module.latent_dim)[: self.num_dims]
+        codes = code.repeat(len(dims) * self.num_values, 1)
+        for row, dim in enumerate(dims):
+            codes[row * self.num_values : (row + 1) * self.num_values, dim] = values
+        if condition is not None:
+            condition = condition[:1].expand(len(codes), -1)
+        return grid(module.decode_latent(codes, condition), self.num_values)
+
+
+class Interpolations(MediaCallback):
+    """Rows = pairs of validation images (first, second), columns = ``steps`` decodings of
+    latent codes on the straight line between their codes (first and last column: the two
+    images' own reconstructions)."""
+
+    name = "interpolations"
+
+    def __init__(self, dirpath: str, every_n_epochs: int = 1, num_pairs: int = 4, steps: int = 10):
+        super().__init__(dirpath, every_n_epochs, num_images=2 * num_pairs)
+        self.num_pairs, self.steps = num_pairs, steps
+
+    def render(self, trainer: L.Trainer, module: L.LightningModule) -> Tensor:
+        images, condition = self.batch_on(module)
+        codes = module.latent_code(images, condition)
+        pairs = min(self.num_pairs, len(codes) // 2)
+        t = torch.linspace(0, 1, self.steps, device=module.device)
+        rows, row_conditions = [], []
+        for p in range(pairs):
+            start, end = codes[2 * p], codes[2 * p + 1]
+            weights = t.view(-1, *([1] * start.dim()))
+            rows.append(start + weights * (end - start))
+            if condition is not None:
+                c0, c1 = condition[2 * p], condition[2 * p + 1]
+                row_conditions.append(c0 + t[:, None] * (c1 - c0))
+        decoded = module.decode_latent(torch.cat(rows), torch.cat(row_conditions) if row_conditions else None)
+        return grid(decoded, self.steps)
+
+
+class ClassConditionalGrid(MediaCallback):
+    """Conditional models with one-hot labels: row c decodes the same ``samples_per_class``
+    prior draws (made once from ``seed``) with label c."""
+
+    name = "class_conditional"
+
+    def __init__(self, dirpath: str, every_n_epochs: int = 1, samples_per_class: int = 8, seed: int = 0):
+        super().__init__(dirpath, every_n_epochs, num_images=1)
+        self.samples_per_class, self.seed = samples_per_class, seed
+
+    def applies_to(self, module: L.LightningModule) -> bool:
+        return getattr(module, "encoding", None) == "one_hot"
+
+    def render(self, trainer: L.Trainer, module: L.LightningModule) -> Tensor:
+        z = module.prior_sample(self.samples_per_class, torch.Generator().manual_seed(self.seed))["z"]
+        labels = torch.arange(module.num_classes).repeat_interleave(self.samples_per_class)
+        z = z.repeat(module.num_classes, 1)
+        return grid(module.generate(z, module.encode_labels(labels)), self.samples_per_class)
+
+
+class KLPerDimension(MediaCallback):
+    """Bar chart of the validation KL of each latent dimension (nats), with the number of
+    active units (Burda et al.) in the title. The values themselves are logged as scalars
+    ``val/kl_dim/<i>`` by the model."""
+
+    name = "kl_per_dim"
+
+    def __init__(self, dirpath: str, every_n_epochs: int = 1):
+        super().__init__(dirpath, every_n_epochs, num_images=1)
+
+    def applies_to(self, module: L.LightningModule) -> bool:
+        return module.learned_kl
+
+    def render(self, trainer: L.Trainer, module: L.LightningModule) -> Tensor:
+        metrics = trainer.callback_metrics
+        kl = [float(metrics[f"val/kl_dim/{i}"]) for i in range(module.latent_dim)]
+        active = int(metrics["val/active_units"])
+        title = f"KL per latent dimension, epoch {trainer.current_epoch} ({active}/{module.latent_dim} active, A_u > {ACTIVE_UNIT_THRESHOLD})"
+        return bar_chart(kl, title, "latent dimension", "KL (nats)")
+
+
+class CodebookUsage(MediaCallback):
+    """VQ-VAE: bar chart of each code's usage (EMA of assignments per batch over training),
+    sorted, with the dead-code threshold as a line."""
+
+    name = "codebook_usage"
+
+    def __init__(self, dirpath: str, every_n_epochs: int = 1):
+        super().__init__(dirpath, every_n_epochs, num_images=1)
+
+    def applies_to(self, module: L.LightningModule) -> bool:
+        return hasattr(module, "quantizer")
+
+    def render(self, trainer: L.Trainer, module: L.LightningModule) -> Tensor:
+        quantizer = module.quantizer
+        usage = quantizer.usage.sort(descending=True).values.cpu().tolist()
+        dead = sum(u < quantizer.dead_code_threshold for u in usage)
+        title = f"Codebook usage, epoch {trainer.current_epoch} ({dead}/{quantizer.num_codes} dead)"
+        return bar_chart(usage, title, "code (sorted by usage)", "assignments per batch (EMA)", quantizer.dead_code_threshold)

@@ -36,6 +36,8 @@ from torch import Tensor, nn
 
 from vae_zoo.errors import ConfigError
 from vae_zoo.likelihoods import DiagonalGaussian, Likelihood
+from vae_zoo.metrics.active_units import ACTIVE_UNIT_THRESHOLD
+from vae_zoo.metrics.example_means import ExampleMeans, variance_from_means
 from vae_zoo.schedules import KLSchedule
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -65,6 +67,8 @@ class ELBOTerms:
         loss: the scalar the optimiser minimises; set by the variant's ``objective``.
         extras: scalars a variant adds (VQ-VAE: codebook and commitment losses, perplexity,
             dead codes), logged as ``<stage>/<name>``.
+        latent_mean: (B, latent_dim) posterior means E_q[z|x] (Gaussian posteriors), for
+            active units and traversals.
     """
 
     log_px_z: Tensor
@@ -72,6 +76,7 @@ class ELBOTerms:
     x_params: Tensor
     loss: Tensor | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
+    latent_mean: Tensor | None = None
 
     @property
     def recon(self) -> Tensor:
@@ -151,6 +156,7 @@ class ELBOModule(L.LightningModule):
         self.likelihood = likelihood
         self.kl_schedule = kl_schedule if kl_schedule is not None else KLSchedule()
         self.build_nets(encoder, decoder)
+        self.epoch_means = nn.ModuleDict({stage: ExampleMeans(self._epoch_mean_shapes()) for stage in ("val", "test")})
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
@@ -202,6 +208,7 @@ class ELBOModule(L.LightningModule):
             log_px_z=self.likelihood.log_prob(x, x_params),
             kl_per_example_dim=self.kl_per_example_dim(posterior),
             x_params=x_params,
+            latent_mean=posterior.mu,
         )
 
     def objective(self, terms: ELBOTerms) -> Tensor:
@@ -218,9 +225,20 @@ class ELBOModule(L.LightningModule):
         return terms
 
     @torch.no_grad()
+    def latent_code(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
+        """A deterministic latent code for each image: the posterior mean E_q[z|x]."""
+        return self.encode(x, condition).mu
+
+    @torch.no_grad()
+    def decode_latent(self, code: Tensor, condition: Tensor | None = None) -> Tensor:
+        """Images in [0, 1] for latent codes as :meth:`latent_code` gives them (or their
+        interpolations and traversals)."""
+        return self.generate(code, condition)
+
+    @torch.no_grad()
     def reconstruct(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
         """Mean of p(x|z) at the posterior mean of z: images in [0, 1]."""
-        return self.likelihood.mean(self.decode(self.encode(x, condition).mu, condition))
+        return self.decode_latent(self.latent_code(x, condition), condition)
 
     def prior_sample(self, num_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Draw the inputs of :meth:`generate` from the prior, on the CPU: z ~ N(0, I)."""
@@ -243,17 +261,21 @@ class ELBOModule(L.LightningModule):
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         terms = self(batch["image"], self.condition(batch))
         self._check_finite(terms.loss)
-        self._log_terms("train", terms, batch_size=batch["image"].shape[0], per_dim=False)
+        self._log_terms("train", terms, batch_size=batch["image"].shape[0])
         self._log_schedule()
         return terms.loss
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        terms = self(batch["image"], self.condition(batch))
-        self._log_terms("val", terms, batch_size=batch["image"].shape[0])
+        self._accumulate("val", self(batch["image"], self.condition(batch)))
 
     def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        terms = self(batch["image"], self.condition(batch))
-        self._log_terms("test", terms, batch_size=batch["image"].shape[0])
+        self._accumulate("test", self(batch["image"], self.condition(batch)))
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_means("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_means("test")
 
     def _log_schedule(self) -> None:
         """train/beta = β·w(t) (or train/capacity = C(t) nats): Python floats, no sync."""
@@ -272,33 +294,60 @@ class ELBOModule(L.LightningModule):
         if "kl_schedule" in checkpoint:
             self.kl_schedule.load_state_dict(checkpoint["kl_schedule"])
 
-    def _log_terms(self, stage: str, terms: ELBOTerms, batch_size: int, per_dim: bool = True) -> None:
-        train = stage == "train"
+    # ----------------------------------------------------------------- logging
+    def _epoch_mean_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes: dict[str, tuple[int, ...]] = {"loss": (), "elbo": (), "recon": (), "kl": ()}
+        if self.learned_kl:
+            dims = (self.latent_dim,)
+            shapes.update(kl_per_dim=dims, latent_mean=dims, latent_mean_sq=dims)
+        return shapes
+
+    def _accumulate(self, stage: str, terms: ELBOTerms) -> None:
+        """Add a validation/test batch to the epoch sums (exact means over examples, reduced
+        across DDP ranks once at epoch end). Batch-level extras go through ``self.log``."""
+        batch = terms.log_px_z.shape[0]
+        values = {
+            "loss": terms.loss.detach().expand(batch),
+            "elbo": terms.elbo_per_example,
+            "recon": -terms.log_px_z,
+            "kl": terms.kl_per_example_dim.sum(dim=1),
+        }
+        if self.learned_kl:
+            values.update(
+                kl_per_dim=terms.kl_per_example_dim,
+                latent_mean=terms.latent_mean,
+                latent_mean_sq=terms.latent_mean.pow(2),
+            )
+        self.epoch_means[stage].update(values)
+        for name, value in terms.extras.items():
+            self.log(f"{stage}/{name}", value.detach(), on_epoch=True, batch_size=batch, sync_dist=True)
+
+    def _log_epoch_means(self, stage: str) -> None:
+        """Log ``<stage>/loss|elbo|recon|kl|bits_per_dim``, ``kl_dim/<i>`` and ``active_units``."""
+        means = self.epoch_means[stage].compute()
+        self.epoch_means[stage].reset()
+        metrics = {f"{stage}/{name}": means[name] for name in ("loss", "elbo", "recon", "kl")}
+        metrics[f"{stage}/bits_per_dim"] = -means["elbo"] / (self.data_dim * math.log(2))
+        if self.learned_kl:
+            metrics.update({f"{stage}/kl_dim/{i}": kl for i, kl in enumerate(means["kl_per_dim"])})
+            variance = variance_from_means(means["latent_mean"], means["latent_mean_sq"], means["count"])
+            metrics[f"{stage}/active_units"] = (variance > ACTIVE_UNIT_THRESHOLD).sum().float()
+        for name, value in metrics.items():  # already reduced over all ranks: no sync_dist
+            self.log(name, value, prog_bar=name == "val/elbo")
+
+    def _log_terms(self, stage: str, terms: ELBOTerms, batch_size: int) -> None:
+        """Training terms, per step (they reach the logger every log_every_n_steps; only
+        on_step, so the keys stay exactly as named: Lightning appends _step/_epoch when both
+        on_step and on_epoch are on)."""
         metrics = {
             f"{stage}/loss": terms.loss,
             f"{stage}/elbo": terms.elbo,
             f"{stage}/recon": terms.recon,
             f"{stage}/kl": terms.kl,
-            f"{stage}/bits_per_dim": -terms.elbo / (self.data_dim * math.log(2)),
+            **{f"{stage}/{name}": value for name, value in terms.extras.items()},
         }
-        metrics.update({f"{stage}/{name}": value for name, value in terms.extras.items()})
-        if per_dim and self.learned_kl:
-            metrics.update({f"{stage}/kl_dim/{i}": kl for i, kl in enumerate(terms.kl_per_dim)})
-        # Training terms are logged per step (reaching the logger every log_every_n_steps);
-        # validation/test terms are epoch means over examples (weighted by batch_size) and,
-        # under DDP, averaged across ranks at epoch end only (sync_dist reduces once, not per
-        # step). One of on_step/on_epoch only, so the keys stay exactly as named (Lightning
-        # appends _step/_epoch when both are on).
         for name, value in metrics.items():
-            self.log(
-                name,
-                value.detach(),
-                on_step=train,
-                on_epoch=not train,
-                batch_size=batch_size,
-                sync_dist=not train,
-                prog_bar=name == "val/elbo",
-            )
+            self.log(name, value.detach(), on_step=True, on_epoch=False, batch_size=batch_size)
 
     def _check_finite(self, loss: Tensor) -> None:
         """Stop with a clear message on a NaN/inf loss, checked at the logging cadence only

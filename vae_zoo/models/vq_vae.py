@@ -66,8 +66,14 @@ class VQVAE(ELBOModule):
         )
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
-        return self.likelihood.mean(self.decoder(self.quantizer(self.encoder(x)).z_q))
+    def latent_code(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
+        """The encoder's grid of vectors z_e(x), before quantisation (B, D, h, w)."""
+        return self.encoder(x)
+
+    @torch.no_grad()
+    def decode_latent(self, code: Tensor, condition: Tensor | None = None) -> Tensor:
+        """Quantise a grid of vectors to its nearest codes, then decode."""
+        return self.likelihood.mean(self.decoder(self.quantizer(code).z_q))
 
     def prior_sample(self, num_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Code indices drawn uniformly (the VQ-VAE prior before a PixelCNN is fitted)."""
