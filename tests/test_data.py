@@ -131,3 +131,85 @@ def test_sprites_datamodule_splits_factors_and_labels():
     assert torch.equal(again.splits["test"]["image"], dm.splits["test"]["image"])
     with pytest.raises(ValueError, match="data.channels=1"):
         SpritesDataModule(channels=3)
+
+
+def test_shuffles_differ_between_epochs_and_repeat_with_the_seed(monkeypatch):
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    sampler = IndexBatchSampler(50, 50, shuffle=True, seed=7)
+    first, second = next(iter(sampler)), next(iter(sampler))  # each iter() is a new epoch
+    assert not torch.equal(first, second)
+    again = IndexBatchSampler(50, 50, shuffle=True, seed=7)
+    again.set_epoch(1)  # what Lightning does before each epoch, e.g. after resuming
+    assert torch.equal(next(iter(again)), second)
+    # without an explicit seed, the run's seed (seed_everything sets PL_GLOBAL_SEED) decides
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+    assert torch.equal(next(iter(IndexBatchSampler(50, 50, shuffle=True))), first)
+    monkeypatch.setenv("PL_GLOBAL_SEED", "8")
+    assert not torch.equal(next(iter(IndexBatchSampler(50, 50, shuffle=True))), first)
+
+
+@pytest.mark.parametrize("num_items,batch_size", [(103, 10), (7, 4), (2, 5)])
+def test_rank_shards_train_disjoint_equal_and_eval_exact(monkeypatch, num_items, batch_size):
+    """Three ranks, as torch.distributed would report them: training shards are disjoint, of
+    equal size and batch count; evaluation shards partition the items exactly."""
+    import vae_zoo.data.base as base
+
+    world_size = 3
+    seen = {"train": [], "eval": []}
+    for rank in range(world_size):
+        monkeypatch.setattr(base, "distributed_rank_and_size", lambda rank=rank: (rank, world_size))
+        for kind, shuffle in (("train", True), ("eval", False)):
+            sampler = IndexBatchSampler(num_items, batch_size, shuffle=shuffle, seed=1)
+            batches = list(sampler)
+            assert len(batches) == len(sampler)
+            seen[kind].append(torch.cat(batches) if batches else torch.empty(0, dtype=torch.long))
+    train = torch.cat(seen["train"])
+    assert len(train.unique()) == len(train) == world_size * (num_items // world_size)
+    assert len({len(s) for s in seen["train"]}) == 1
+    assert torch.equal(torch.cat(seen["eval"]), torch.arange(num_items))
+
+
+def test_denoising_corruption_keeps_the_clean_target(mnist_root):
+    dm = MNISTDataModule(root=str(mnist_root), download=False, val_size=50, batch_size=300,
+                         corruption={"kind": "mask", "fraction": 0.5})
+    dm.setup()
+
+    class Stage:  # stands in for the trainer state the hook reads
+        training = True
+
+    dm.trainer = Stage()
+    raw = dm.splits["train"]
+    clean = raw["image"].float() / 255
+    batch = dm.on_after_batch_transfer({"image": raw["image"]}, 0)
+    assert torch.equal(batch["target"], clean)
+    masked = (batch["image"] == 0) & (clean > 0)
+    assert 0.4 < masked.sum() / (clean > 0).sum() < 0.6  # about half the lit pixels are masked
+    assert torch.equal(batch["image"][~masked], clean[~masked])  # the rest is untouched
+    again = dm.on_after_batch_transfer({"image": raw["image"]}, 0)["image"]
+    assert not torch.equal(again, batch["image"])  # training: a fresh corruption every batch
+
+    # validation: corrupted once at setup with the data seed, the same every epoch and run
+    dm.trainer = None
+    val = first_batch(dm, dm.val_dataloader())
+    assert torch.equal(val["target"], dm.splits["val"]["image"][: len(val["image"])].float() / 255)
+    twin = MNISTDataModule(root=str(mnist_root), download=False, val_size=50, corruption={"kind": "mask", "fraction": 0.5})
+    twin.setup()
+    assert torch.equal(first_batch(twin, twin.val_dataloader())["image"], val["image"])
+    assert not torch.equal(val["image"], val["target"])
+
+
+def test_gaussian_corruption_and_config_errors(mnist_root):
+    from vae_zoo.errors import ConfigError
+
+    dm = MNISTDataModule(root=str(mnist_root), download=False, val_size=50, corruption={"kind": "gaussian", "std": 0.2})
+    images = torch.full((64, 1, 28, 28), 128, dtype=torch.uint8)
+    batch = dm.on_after_batch_transfer({"image": images}, 0)
+    noise = batch["image"] - batch["target"]
+    assert batch["image"].min() >= 0 and batch["image"].max() <= 1
+    assert abs(noise.std().item() - 0.2) < 0.01 and abs(noise.mean().item()) < 0.01
+    with pytest.raises(ConfigError, match="kind must be one of"):
+        MNISTDataModule(corruption={"kind": "salt"})
+    with pytest.raises(ConfigError, match="'std'"):
+        MNISTDataModule(corruption={"kind": "gaussian", "fraction": 0.1})
+    with pytest.raises(ConfigError, match="fraction must be in"):
+        MNISTDataModule(corruption={"kind": "mask", "fraction": 1.5})

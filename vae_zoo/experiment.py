@@ -40,7 +40,8 @@ class Experiment:
 
 
 def check_compatible(datamodule: InMemoryDataModule, model: ELBOModule) -> None:
-    """The model must be built for the images the data serves."""
+    """The model must be built for the images the data serves, and a conditional model (one
+    with a ``label_key``) for the condition the data provides."""
     if tuple(datamodule.image_shape) != tuple(model.image_shape):
         c, s, _ = datamodule.image_shape
         raise ConfigError(
@@ -48,6 +49,24 @@ def check_compatible(datamodule: InMemoryDataModule, model: ELBOModule) -> None:
             f"built for {'x'.join(map(str, model.image_shape))}. Leave model.image_channels and "
             f"model.image_size at their defaults (${{data.channels}}, ${{data.image_size}}) or "
             f"set data.image_size / data.channels to match."
+        )
+    label_key = getattr(model, "label_key", None)
+    if label_key is None:
+        return
+    data_name = type(datamodule).__name__
+    if datamodule.num_classes is None:
+        raise ConfigError(
+            f"{type(model).__name__} is conditional, but {data_name} has no labels. Use data with "
+            "labels (mnist, fashion_mnist, cifar10, celeba, dsprites, sprites, or a folder with one "
+            "subfolder per class and data.num_classes set) or an unconditional model."
+        )
+    wanted = (label_key, model.encoding, model.num_classes)
+    offered = (datamodule.condition_key, datamodule.condition_encoding, datamodule.num_classes)
+    if wanted != offered:
+        raise ConfigError(
+            f"{type(model).__name__} reads batch['{wanted[0]}'] as {wanted[1]} of size {wanted[2]}, but "
+            f"{data_name} provides '{offered[0]}' as {offered[1]} of size {offered[2]}. Set "
+            f"model.label_key={offered[0]} model.encoding={offered[1]} model.num_classes={offered[2]}."
         )
 
 

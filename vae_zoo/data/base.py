@@ -1,24 +1,49 @@
 """Datasets held in memory as uint8 tensors and served a batch at a time.
 
 Each split is a dict of tensors with the same first dimension: ``image`` (N, C, S, S) uint8,
-plus ``label`` (N,) and/or ``factors`` (N, K) int64 where the dataset has them. A batch is one
+plus ``label`` (N,) int64, ``attributes`` (N, K) uint8 in {0, 1} and/or ``factors`` (N, K)
+int64 where the dataset has them. The tensors may be memory-mapped views of a cache file
+(:mod:`vae_zoo.data.image_cache`); nothing here copies a whole split. A batch is one
 advanced-indexing operation on those tensors (no per-item ``__getitem__``, no per-item
 collate). It reaches the device as uint8 (4x less to copy than float32); the conversion to
-float in [0, 1] and any binarization happen there, in :meth:`on_after_batch_transfer`.
+float in [0, 1], any binarization and any corruption happen there, in
+:meth:`InMemoryDataModule.on_after_batch_transfer`.
 
-Batches are dicts: ``{"image": float (B, C, S, S) in [0, 1], "label": ..., "factors": ...}``.
+The batch contract, as the model sees it after the transfer:
+
+* ``batch["image"]``: float32 (B, C, S, S) in [0, 1], the model's **input**.
+* ``batch["target"]``: float32 (B, C, S, S) in [0, 1], present only when a corruption is
+  configured (``data.corruption``, denoising autoencoders): the clean image the
+  reconstruction is scored against, while ``image`` holds the corrupted one. Without a
+  corruption there is no ``target`` key and the input is also the target, so models score
+  against ``batch.get("target", batch["image"])``. The corruption applies in every stage, so
+  the validation and test ELBO measure the objective that is trained; validation and test
+  images are corrupted once, at setup, with a fixed seed (stable numbers, like the
+  binarization of evaluation sets), training batches afresh on the device every step.
+* ``batch["label"]``: int64 (B,) class indices; ``batch["attributes"]``: uint8 (B, K) 0/1
+  multi-hot attributes (CelebA); ``batch["factors"]``: int64 (B, K) ground-truth factor
+  classes (dSprites), each where the dataset has them. :attr:`InMemoryDataModule.condition_key`
+  names the one a conditional model reads.
+
+Under DDP the batches are sharded by :class:`IndexBatchSampler` itself (each rank a disjoint
+part of the data), so the trainer must not wrap it: ``trainer.use_distributed_sampler=false``.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from vae_zoo.data.corruption import Corruption, make_corruption
 from vae_zoo.errors import ConfigError
 
 Split = dict[str, Tensor]
@@ -26,67 +51,200 @@ BINARIZE_MODES = (None, "static", "dynamic")
 
 
 class TensorBatches(Dataset):
-    """A dataset whose items are whole batches: ``dataset[indices]`` indexes every tensor once."""
+    """A dataset whose items are whole batches: ``dataset[indices]`` indexes every tensor once.
+
+    Args:
+        tensors: CPU tensors with a common first dimension (one split).
+    """
 
     def __init__(self, tensors: Split):
         sizes = {len(t) for t in tensors.values()}
         if len(sizes) != 1:
             raise ValueError(f"All tensors of a split need the same length, got {sizes}.")
         self.tensors = tensors
+        # The gather runs in numpy: np.take copies the rows in one single-threaded pass, while
+        # torch's CPU indexing has a larger fixed cost per call and runs on the intra-op thread
+        # pool; for a batch of rows numpy is several times faster (over ten times when other
+        # processes keep the CPUs busy). The arrays share memory with the tensors.
+        self.arrays = {key: t.numpy() for key, t in tensors.items()}
 
     def __len__(self) -> int:
         return len(next(iter(self.tensors.values())))
 
     def __getitem__(self, indices: Tensor) -> Split:
-        return {key: t[indices] for key, t in self.tensors.items()}
+        """``indices``: (B,) int64. Returns each tensor's rows at ``indices``, as new tensors."""
+        rows = indices.numpy()
+        return {key: torch.from_numpy(np.take(array, rows, axis=0)) for key, array in self.arrays.items()}
+
+
+def distributed_rank_and_size() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process: from ``torch.distributed`` when it is
+    initialised (DDP), else ``(0, 1)``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 class IndexBatchSampler(Sampler[Tensor]):
-    """Yields index tensors of ``batch_size`` (a shuffled permutation per epoch, or in order).
+    """Yields index tensors of ``batch_size``: a shuffled permutation per epoch, or in order.
 
     Torch's ``BatchSampler(RandomSampler)`` builds each batch as a Python list one index at a
-    time; this one slices a single ``randperm``. Shuffling draws from the global torch RNG, so
-    ``seed_everything`` makes the order reproducible.
+    time; this one slices a single ``randperm``.
+
+    Shuffling: the permutation of epoch ``e`` is drawn from a ``torch.Generator`` seeded with
+    ``(seed, e)``, so it is the same on every DDP rank and differs between epochs. ``seed``
+    defaults to the run's seed (``PL_GLOBAL_SEED``, set by ``seed_everything``, which DDP
+    processes inherit), else to ``torch.initial_seed()``. The epoch advances by one at every
+    pass, so a plain loop gets a fresh order each time; Lightning calls :meth:`set_epoch` with
+    its epoch count before each training epoch. The order is drawn lazily, at the first
+    ``next()``: Lightning creates the iterator of a run's (or a resumed run's) first epoch
+    *before* it calls ``set_epoch``, and an eager draw would use a stale epoch there.
+
+    Sharding under DDP (``torch.distributed`` initialised, read at every ``iter()``), with
+    ``N = num_items`` and ``W`` ranks:
+
+    * ``shuffle=True`` (training): rank ``r`` takes items ``r*(N//W) ... (r+1)*(N//W) - 1`` of
+      the epoch's permutation. The shards are disjoint and equal in size, so every rank runs
+      the same number of steps (a DDP step waits for all ranks); the ``N % W`` items left over
+      are a different few each epoch.
+    * ``shuffle=False`` (validation, test): rank ``r`` takes the ``r``-th of ``W`` contiguous
+      blocks of ``0 ... N-1`` (sizes differ by at most one). Every item is seen exactly once in
+      total, with no padding and no duplicates, so sums over ranks are exact.
+
+    Args:
+        num_items: size of the split.
+        batch_size: items per batch on this rank.
+        shuffle: a new random order every epoch (training), or the fixed order (evaluation).
+        drop_last: leave out a last batch smaller than ``batch_size``.
+        seed: non-negative base seed of the shuffles; None: the run's seed (see above).
     """
 
-    def __init__(self, num_items: int, batch_size: int, shuffle: bool, drop_last: bool = False):
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool = False,
+        seed: int | None = None,
+    ):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
+        if seed is not None and seed < 0:
+            raise ConfigError(f"The shuffling seed must be >= 0, got {seed}.")
         self.num_items, self.batch_size = num_items, batch_size
-        self.shuffle, self.drop_last = shuffle, drop_last
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the permutation of ``epoch`` for the next pass (Lightning calls this)."""
+        self.epoch = epoch
+
+    def _num_rank_items(self, rank: int, world_size: int) -> int:
+        if self.shuffle:
+            return self.num_items // world_size
+        return self.num_items // world_size + (rank < self.num_items % world_size)
 
     def __len__(self) -> int:
+        num_items = self._num_rank_items(*distributed_rank_and_size())
         if self.drop_last:
-            return self.num_items // self.batch_size
-        return -(-self.num_items // self.batch_size)
+            return num_items // self.batch_size
+        return -(-num_items // self.batch_size)
+
+    def _shuffle_seed(self) -> int:
+        if self.seed is not None:
+            return self.seed
+        return int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
 
     def __iter__(self) -> Iterator[Tensor]:
-        order = torch.randperm(self.num_items) if self.shuffle else torch.arange(self.num_items)
-        batches = order.split(self.batch_size)
+        return self._batches()  # a generator: nothing is drawn until the first next()
+
+    def _batches(self) -> Iterator[Tensor]:
+        rank, world_size = distributed_rank_and_size()
+        if self.shuffle:
+            # SeedSequence mixes (seed, epoch) into independent streams (seed + epoch would make
+            # run 1's epoch 0 the same as run 0's epoch 1).
+            epoch_seed = np.random.SeedSequence([self._shuffle_seed(), self.epoch]).generate_state(1, np.uint64)[0]
+            order = torch.randperm(self.num_items, generator=torch.Generator().manual_seed(int(epoch_seed)))
+            shard = self.num_items // world_size
+            order = order[rank * shard : (rank + 1) * shard]
+        else:
+            order = torch.arange(self.num_items).tensor_split(world_size)[rank]
+        self.epoch += 1
+        batches = order.split(self.batch_size) if len(order) else ()  # split() of nothing gives one empty batch
         if self.drop_last and len(batches) and len(batches[-1]) < self.batch_size:
             batches = batches[:-1]
-        return iter(batches)
+        yield from batches
+
+
+def split_at_random(split: Split, sizes: Mapping[str, int | None], seed: int) -> dict[str, Split]:
+    """Cut a split into named parts at random, reproducibly.
+
+    One permutation of the items is drawn from ``seed`` and cut into consecutive pieces of the
+    given sizes, in the order of ``sizes``. One size may be None: all the items left over.
+    Items beyond the requested sizes are left out.
+
+    Args:
+        split: tensors with a common first dimension N.
+        sizes: part name -> number of items (or None).
+        seed: seed of the permutation.
+
+    Raises:
+        ConfigError: the sizes are negative, zero, or add up to more than N.
+    """
+    total = len(next(iter(split.values())))
+    fixed = sum(size for size in sizes.values() if size is not None)
+    if any(size is not None and size < 1 for size in sizes.values()) or fixed > total - (None in sizes.values()):
+        parts = ", ".join(f"{name}={'rest' if size is None else size}" for name, size in sizes.items())
+        raise ConfigError(f"Cannot cut {total} items into {parts}: each part needs at least one item. Change the split sizes in the data config.")
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    parts, start = {}, 0
+    for name, size in sizes.items():
+        size = total - fixed if size is None else size
+        parts[name] = {key: tensor[order[start : start + size]] for key, tensor in split.items()}
+        start += size
+    return parts
+
+
+# Images converted to float at a time when a whole split is transformed once (resizing,
+# corrupting evaluation sets): bounds the float copy to about 200 MB at 64x64x3.
+_CHUNK = 4096
 
 
 def resize_uint8(images: Tensor, size: int) -> Tensor:
-    """Resize (N, C, H, W) uint8 images to size x size once (bilinear, antialiased)."""
+    """Resize (N, C, H, W) uint8 images to (N, C, size, size) uint8 once (bilinear,
+    antialiased), a chunk of images at a time."""
     if images.shape[-2:] == (size, size):
         return images
-    resized = F.interpolate(
-        images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
-    )
-    return resized.round().clamp(0, 255).to(torch.uint8)
+    resized = torch.empty((*images.shape[:2], size, size), dtype=torch.uint8)
+    for start in range(0, len(images), _CHUNK):
+        chunk = images[start : start + _CHUNK].float()
+        chunk = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        resized[start : start + _CHUNK] = chunk.round_().clamp_(0, 255)
+    return resized
+
+
+def corrupt_uint8(images: Tensor, corruption: Corruption, generator: torch.Generator) -> Tensor:
+    """Apply ``corruption`` to (N, C, H, W) uint8 images once, a chunk at a time; the result
+    is (N, C, H, W) uint8, rounded to the nearest level like any stored image."""
+    corrupted = torch.empty_like(images)
+    for start in range(0, len(images), _CHUNK):
+        clean = images[start : start + _CHUNK].float().div_(255.0)
+        corrupted[start : start + _CHUNK] = corruption(clean, generator=generator).mul_(255.0).round_()
+    return corrupted
 
 
 class InMemoryDataModule(L.LightningDataModule):
-    """Base for datasets that fit in memory. Subclasses implement :meth:`load_splits`.
+    """Base for datasets served from uint8 tensors. Subclasses implement :meth:`load_splits`.
+
+    Constructors only store settings (they never touch the disk); files are checked in
+    :meth:`prepare_data` and read in :meth:`setup`.
 
     Args:
         image_size: side of the square images served (resized once at load if the source
             differs).
         channels: image channels the data has (checked against what is loaded).
-        num_classes: number of label classes (``label`` in each batch), for conditional
-            models; None when the data has no labels.
+        num_classes: size of the condition a conditional model reads (the number of label
+            classes, or of attributes for CelebA); None when the data has none.
         batch_size: training batch size *per device* (under DDP the global batch is
             ``batch_size * world_size``).
         eval_batch_size: batch size for validation and test (default: ``batch_size``).
@@ -94,9 +252,18 @@ class InMemoryDataModule(L.LightningDataModule):
             ``"dynamic"`` (a fresh Bernoulli sample of every training batch, Salakhutdinov &
             Murray 2008; validation and test are binarized once with a fixed seed so their
             numbers are stable).
-        seed: seed for any randomness in building the splits.
+        corruption: train a denoising autoencoder: None (off), ``{"kind": "gaussian", "std":
+            0.1}`` (additive noise, clipped to [0, 1]) or ``{"kind": "mask", "fraction":
+            0.25}`` (that fraction of pixels set to 0); see :mod:`vae_zoo.data.corruption` and
+            the batch contract above.
+        seed: seed for any randomness in building the splits (and corrupting the evaluation
+            sets); the training order follows the run's seed instead.
         pin_memory: pin host memory for faster transfer to a GPU.
     """
+
+    #: The batch key holding what a conditional model is given, and how it is encoded.
+    condition_key: str = "label"
+    condition_encoding: str = "one_hot"
 
     def __init__(
         self,
@@ -106,6 +273,7 @@ class InMemoryDataModule(L.LightningDataModule):
         batch_size: int = 128,
         eval_batch_size: int | None = None,
         binarize: str | None = None,
+        corruption: Mapping[str, Any] | Corruption | None = None,
         seed: int = 0,
         pin_memory: bool = False,
     ):
@@ -116,6 +284,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.binarize, self.seed, self.pin_memory = binarize, seed, pin_memory
+        self.corruption = make_corruption(corruption)
         self.splits: dict[str, Split] | None = None
 
     @property
@@ -139,22 +308,41 @@ class InMemoryDataModule(L.LightningDataModule):
                     f"{self.channels} channels (data.channels)."
                 )
             split["image"] = images
+        generator = torch.Generator().manual_seed(self.seed)
         if self.binarize is not None:
-            generator = torch.Generator().manual_seed(self.seed)
             for name, split in splits.items():
                 if self.binarize == "static" or name != "train":
                     split["image"] = binarize_uint8(split["image"], self.binarize, generator)
+        if self.corruption is not None:
+            for name, split in splits.items():
+                if name != "train":
+                    split["corrupted"] = corrupt_uint8(split["image"], self.corruption, generator)
         self.splits = splits
+
+    def _check_trainer_leaves_sampler_alone(self) -> None:
+        # Lightning would replace our sampler by a DistributedSampler of single items, which
+        # breaks batching. The flag is only reachable through a private attribute.
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1 and trainer._accelerator_connector.use_distributed_sampler:
+            raise ConfigError(
+                "The data shards its batches across DDP ranks itself; set "
+                "trainer.use_distributed_sampler=false (conf/trainer/default.yaml does)."
+            )
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         if self.splits is None:
             self.setup()
+        self._check_trainer_leaves_sampler_alone()
         dataset = TensorBatches(self.splits[split])
         return DataLoader(
             dataset,
             sampler=IndexBatchSampler(len(dataset), batch_size, shuffle=shuffle),
             batch_size=None,  # the sampler yields whole batches
             pin_memory=self.pin_memory,
+            # DataLoader draws a worker base seed at every iter() from this generator, or else
+            # from the global RNG, which would shift the model's random stream by one draw per
+            # epoch and make a resumed run differ from an uninterrupted one.
+            generator=torch.Generator(),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -167,11 +355,18 @@ class InMemoryDataModule(L.LightningDataModule):
         return self._loader("test", self.eval_batch_size, shuffle=False)
 
     def on_after_batch_transfer(self, batch: Mapping[str, Tensor], dataloader_idx: int) -> Split:
-        """On the device: uint8 -> float in [0, 1]; dynamic binarization of training batches."""
+        """On the device: uint8 -> float in [0, 1]; dynamic binarization of training batches;
+        with a corruption, the clean image moves to ``target`` and ``image`` is corrupted."""
         batch = dict(batch)
         image = batch["image"].float().div_(255.0)
         if self.binarize == "dynamic" and self.trainer is not None and self.trainer.training:
             image = torch.bernoulli(image)
+        if self.corruption is not None:
+            batch["target"] = image
+            if "corrupted" in batch:  # validation and test: corrupted once at setup
+                image = batch.pop("corrupted").float().div_(255.0)
+            else:
+                image = self.corruption(image)
         batch["image"] = image
         return batch
 

@@ -16,8 +16,8 @@ import torch
 import torchvision
 from torch import Tensor
 
-from vae_zoo.data.base import InMemoryDataModule, Split
-from vae_zoo.errors import ConfigError, DataError, DataNotFoundError
+from vae_zoo.data.base import InMemoryDataModule, Split, split_at_random
+from vae_zoo.errors import DataError, DataNotFoundError
 
 
 # IDX type codes (LeCun et al.): 0x08 is unsigned byte, the only type MNIST uses.
@@ -121,13 +121,18 @@ class MNISTDataModule(InMemoryDataModule):
             images = read_idx(self._find(images_name)).unsqueeze(1)  # (N, 1, 28, 28)
             labels = read_idx(self._find(labels_name)).long()
             loaded[split] = {"image": images, "label": labels}
-        train = loaded["train"]
-        if not 0 < self.val_size < len(train["image"]):
-            raise ConfigError(f"data.val_size must be in (0, {len(train['image'])}), got {self.val_size}.")
-        order = torch.randperm(len(train["image"]), generator=torch.Generator().manual_seed(self.seed))
-        val_idx, train_idx = order[: self.val_size], order[self.val_size :]
-        return {
-            "train": {k: v[train_idx] for k, v in train.items()},
-            "val": {k: v[val_idx] for k, v in train.items()},
-            "test": loaded["test"],
-        }
+        held_out = split_at_random(loaded["train"], {"val": self.val_size, "train": None}, self.seed)
+        return {"train": held_out["train"], "val": held_out["val"], "test": loaded["test"]}
+
+
+class FashionMNISTDataModule(MNISTDataModule):
+    """Fashion-MNIST (Xiao et al. 2017): MNIST's format and sizes (60k train, of which
+    ``val_size`` are held out, and 10k test 28x28 grey images) with 10 classes of clothing.
+
+    Files are looked for in torchvision's layout, ``<root>/FashionMNIST/raw/``. Arguments as
+    :class:`MNISTDataModule`.
+    """
+
+    folder = "FashionMNIST"
+    torchvision_class = torchvision.datasets.FashionMNIST
+    source = "https://github.com/zalandoresearch/fashion-mnist (data/fashion/)"
