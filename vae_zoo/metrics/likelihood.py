@@ -1,0 +1,165 @@
+"""Test log-likelihood by importance sampling: the IWAE bound (Burda et al. 2016).
+
+For a model with a Gaussian posterior q(z|x), a N(0, I) prior and a decoder p(x|z), the
+importance-weighted bound with K samples is
+
+    L_K(x) = log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x),   z_k ~ q(z|x),
+
+a stochastic lower bound on log p(x) in expectation: E[L_1] = ELBO <= E[L_K] <= E[L_{K+1}]
+and L_K -> log p(x) as K -> infinity (Burda et al. 2016, "Importance Weighted Autoencoders",
+Theorem 1). Papers report -L_K for K = 5000 (or 1000) as the "test NLL" (e.g. Burda et al.
+2016, Table 1; Kingma et al. 2016 use the same estimator).
+
+Written by hand: no maintained library (torchmetrics included) computes it; it needs the
+model's own encoder, decoder and likelihood. Everything is in log space: the K log-weights are
+combined with ``logsumexp``, and chunks of samples with a running ``logaddexp``, so any K
+fits in memory (O(B * chunk_size) decoder inputs at a time) and nothing under- or overflows.
+
+Units: nats per example (summed over all D = C*H*W data dimensions). ``bits/dim`` =
+nats / (D ln 2), see :func:`bits_per_dim`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:  # the models import vae_zoo.metrics; a runtime import would be circular
+    from vae_zoo.models.base import ELBOModule
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def standard_normal_log_prob(z: Tensor) -> Tensor:
+    """log N(z; 0, I) summed over the last dimension: (..., latent_dim) -> (...), nats."""
+    return -0.5 * (z.pow(2) + _LOG_2PI).sum(dim=-1)
+
+
+def _repeat_batch(t: Tensor, times: int) -> Tensor:
+    """(B, ...) -> (times * B, ...), the whole batch repeated ``times`` times (sample-major)."""
+    return t.unsqueeze(0).expand(times, *t.shape).reshape(times * t.shape[0], *t.shape[1:])
+
+
+@torch.no_grad()
+def importance_sampled_log_likelihood(
+    model: "ELBOModule",
+    x: Tensor,
+    condition: Tensor | None = None,
+    num_samples: int = 1000,
+    chunk_size: int = 100,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The IWAE estimate of log p(x) for each example, in nats.
+
+    Args:
+        model: an :class:`~vae_zoo.models.base.ELBOModule` with a Gaussian posterior
+            (``model.learned_kl`` True) and the standard normal prior.
+        x: (B, C, H, W) model-ready images (float, on the model's device).
+        condition: (B, condition_dim) what a conditional model is given (``model.condition(batch)``),
+            or None.
+        num_samples: K, the number of importance samples per example (>= 1). K = 1 gives a
+            single-sample ELBO estimate.
+        chunk_size: how many of the K samples are decoded at once; memory is
+            O(B * chunk_size) decoder inputs and outputs. Does not change the result.
+        generator: the random generator for the posterior samples (on x's device); None uses
+            torch's global one.
+
+    Returns:
+        (B,) L_K(x) = log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), in nats, in x's dtype.
+        Negate it for the NLL; :func:`bits_per_dim` converts.
+
+    Raises:
+        ValueError: for a model without a Gaussian posterior (VQ-VAE: ``learned_kl`` False),
+            where q(z|x) has no density to weight by, or for ``num_samples``/``chunk_size`` < 1.
+    """
+    if not getattr(model, "learned_kl", True):
+        raise ValueError(
+            f"Importance-sampled log-likelihood needs a model with a Gaussian posterior q(z|x); "
+            f"{type(model).__name__} has a deterministic categorical posterior (learned_kl=False), "
+            "so there are no importance weights p(x|z)p(z)/q(z|x). Report its ELBO instead."
+        )
+    if num_samples < 1 or chunk_size < 1:
+        raise ValueError(f"num_samples and chunk_size must be >= 1, got {num_samples} and {chunk_size}.")
+    was_training = model.training
+    model.eval()
+    try:
+        posterior = model.encode(x, condition)
+        # contiguous copies: the encoder's halves are strided views, slow to broadcast against
+        mu, logvar = posterior.mu.contiguous(), posterior.logvar.contiguous()
+        std = torch.exp(0.5 * logvar)
+        batch = x.shape[0]
+        # log sum_k w_k over the chunks done so far, (B,); starts at log 0 = -inf
+        log_sum_weights = torch.full((batch,), -math.inf, dtype=x.dtype, device=x.device)
+        for start in range(0, num_samples, chunk_size):
+            chunk = min(chunk_size, num_samples - start)
+            # One draw per importance sample, each of shape (B, latent_dim): the random stream
+            # then does not depend on chunk_size (one (chunk, B, d) draw would reorder it).
+            noise = torch.stack(
+                [
+                    torch.randn(mu.shape, generator=generator, dtype=x.dtype, device=x.device)
+                    for _ in range(chunk)
+                ]
+            )
+            z = mu + std * noise  # (chunk, B, latent_dim)
+            # log q(z_k|x) from the standard-normal noise that made z_k: the same value as
+            # posterior.log_prob(z), without recomputing (z - mu) / std
+            log_q = -0.5 * (noise.pow(2) + logvar + _LOG_2PI).sum(dim=-1)  # (chunk, B)
+            log_prior = standard_normal_log_prob(z)  # (chunk, B): log p(z_k)
+            flat_condition = None if condition is None else _repeat_batch(condition, chunk)
+            x_params = model.decode(z.reshape(chunk * batch, -1), flat_condition)
+            log_px_z = model.likelihood.log_prob(_repeat_batch(x, chunk), x_params).reshape(chunk, batch)
+            log_weights = log_px_z + log_prior - log_q  # (chunk, B)
+            log_sum_weights = torch.logaddexp(log_sum_weights, torch.logsumexp(log_weights, dim=0))
+        return log_sum_weights - math.log(num_samples)
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def importance_sampled_log_likelihoods(
+    model: "ELBOModule",
+    batches: Iterable[Mapping[str, Tensor]],
+    num_samples: int = 1000,
+    chunk_size: int = 100,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """:func:`importance_sampled_log_likelihood` for every example of a dataset.
+
+    Args:
+        batches: yields model-ready batches (``batch["image"]`` float on the model's device,
+            plus what ``model.condition(batch)`` reads).
+        num_samples, chunk_size, generator: as in :func:`importance_sampled_log_likelihood`.
+
+    Returns:
+        (N,) L_K(x) in nats for the N examples, in the order the batches gave them, on the CPU.
+        The test NLL is ``-result.mean()``.
+    """
+    per_batch = [
+        importance_sampled_log_likelihood(
+            model, batch["image"], model.condition(batch), num_samples, chunk_size, generator
+        ).cpu()
+        for batch in batches
+    ]
+    if not per_batch:
+        raise ValueError("No batches to evaluate the log-likelihood on.")
+    return torch.cat(per_batch)
+
+
+def bits_per_dim(nll_nats: Tensor | float, data_dim: int) -> Tensor | float:
+    """Convert a negative log-likelihood in nats per example to bits per data dimension.
+
+    Args:
+        nll_nats: NLL (or negative ELBO) in nats per example, a float or a tensor of them.
+        data_dim: D = C * H * W, the number of data dimensions of one example
+            (``model.data_dim``).
+
+    Returns:
+        nll_nats / (D ln 2), of the same type as ``nll_nats``.
+    """
+    if data_dim < 1:
+        raise ValueError(f"data_dim must be >= 1, got {data_dim}.")
+    return nll_nats / (data_dim * math.log(2.0))
