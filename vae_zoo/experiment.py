@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
-from omegaconf import DictConfig, OmegaConf
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -91,6 +93,37 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
 
 
+def resolve_checkpoint(cfg: DictConfig) -> Path | None:
+    """The checkpoint to resume from: ``ckpt_path`` as given (it must exist), or for ``last``
+    this run folder's ``checkpoints/last.ckpt`` if there is one (continue a run in place with
+    ``hydra.run.dir=<run folder> ckpt_path=last``; a requeued SLURM job finds its own)."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            log.warning("ckpt_path=last: no checkpoint in %s yet, starting from scratch.", path.parent)
+            return None
+        return path
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise ConfigError(f"No checkpoint at {path}: ckpt_path must be a checkpoint file or `last`.")
+    return path
+
+
+def resume_wandb_run(cfg: DictConfig, checkpoint: Path | None) -> None:
+    """Continue the W&B run a checkpoint was written by (same run id, W&B ``resume``)."""
+    logger_cfg = cfg.get("logger") or {}
+    if checkpoint is None or "wandb" not in logger_cfg or logger_cfg.wandb is None:
+        return
+    run_id = torch.load(checkpoint, map_location="cpu", weights_only=False).get("wandb_run_id")
+    if run_id:
+        with open_dict(cfg):
+            cfg.logger.wandb.id = run_id
+            cfg.logger.wandb.resume = "allow"
+
+
 def build(cfg: DictConfig) -> Experiment:
     """Seed, then build data (checking its files first), model and trainer.
 
@@ -108,6 +141,28 @@ def build(cfg: DictConfig) -> Experiment:
     return Experiment(cfg=cfg, datamodule=datamodule, model=model, trainer=trainer)
 
 
+def global_batch_size(experiment: Experiment) -> int:
+    """Examples per optimiser step over all devices: data.batch_size is per device."""
+    trainer = experiment.trainer
+    return experiment.datamodule.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+
+
+def prepare_hydra_for_ddp_children(output_dir: Path) -> None:
+    """Lightning starts the extra DDP ranks by re-running this program with ``sys.argv`` plus
+    ``hydra.run.dir=<HydraConfig run.dir>`` (and no Hydra output subdir). Make that exactly this
+    job: its own folder (in a multirun, ``run.dir`` is not the job's folder) and only this
+    job's overrides (no ``-m`` or sweep lists, which would start a sweep in every rank).
+    Without this each rank gets its own output folder (lightning-hydra-template #393)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    with read_write(hydra_cfg):
+        hydra_cfg.run.dir = str(output_dir)
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+
+
 @dataclass
 class TrainResult:
     """What :func:`train` returns: the final metrics and the trained experiment."""
@@ -120,28 +175,45 @@ def train(cfg: DictConfig) -> TrainResult:
     """Train (and optionally test) the configured model; return the final metrics with it.
 
     The run folder ``cfg.paths.output_dir`` receives the resolved config (``config.yaml``),
-    checkpoints, the logger's files and image grids.
+    checkpoints, the logger's files and the pictures.
     """
+    checkpoint = resolve_checkpoint(cfg)
+    resume_wandb_run(cfg, checkpoint)
     experiment = build(cfg)
-    output_dir = experiment.output_dir
-    output_dir.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml")
-    for logger in experiment.trainer.loggers:
-        logger.log_hyperparams(resolved)
+    trainer, output_dir = experiment.trainer, experiment.output_dir
+    batch_semantics = {"batch_size_per_device": experiment.datamodule.batch_size, "global_batch_size": global_batch_size(experiment)}
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml")
+        for logger in trainer.loggers:
+            logger.log_hyperparams({**resolved, **batch_semantics})
+        log.info("Batch size %d per device; global batch %d (x %d devices x %d accumulation).",
+                 batch_semantics["batch_size_per_device"], batch_semantics["global_batch_size"],
+                 trainer.world_size, trainer.accumulate_grad_batches)
+    if trainer.world_size > 1:
+        prepare_hydra_for_ddp_children(output_dir)
+    model = torch.compile(experiment.model) if cfg.get("compile") else experiment.model
 
-    trainer = experiment.trainer
-    trainer.fit(experiment.model, datamodule=experiment.datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=experiment.datamodule, ckpt_path=checkpoint)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if cfg.get("test"):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        results = trainer.test(
-            experiment.model, datamodule=experiment.datamodule, ckpt_path=best or None, verbose=False
-        )
+        results = trainer.test(model, datamodule=experiment.datamodule, ckpt_path=best or None, verbose=False)
         metrics.update({k: float(v) for k, v in results[0].items()} if results else {})
     if trainer.is_global_zero:
         print_summary(experiment, metrics)
     return TrainResult(metrics=metrics, experiment=experiment)
+
+
+def objective(metrics: dict[str, float], name: str) -> float:
+    """The value a sweeper optimises; a name that was never logged is a config error."""
+    if name not in metrics:
+        raise ConfigError(
+            f"optimized_metric={name} was not logged by this run. Logged metrics: "
+            f"{', '.join(sorted(metrics))}."
+        )
+    return metrics[name]
 
 
 def log_viewing_commands(experiment: Experiment) -> dict[str, str]:

@@ -9,6 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
+from typing import Any
+
+import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 
 log = logging.getLogger(__name__)
@@ -52,10 +55,12 @@ def wandb_logger(
     tags: Sequence[str] = (),
     job_type: str = "train",
     log_model: bool = False,
+    **init_kwargs: Any,
 ) -> WandbLogger:
     """A Lightning ``WandbLogger`` that names itself from the Hydra overrides, groups the runs
     of one multirun, honours ``WANDB_MODE`` / ``WANDB_PROJECT`` / ``WANDB_ENTITY``, and without
-    credentials logs offline after a one-line notice instead of prompting for a key."""
+    credentials logs offline after a one-line notice instead of prompting for a key.
+    ``init_kwargs`` go to ``wandb.init`` (a resumed run passes ``id`` and ``resume="allow"``)."""
     hydra_name, hydra_group = hydra_run_identity()
     offline = False
     if os.environ.get("WANDB_MODE") is None and not wandb_credentials_available():
@@ -78,4 +83,15 @@ def wandb_logger(
         job_type=job_type,
         offline=offline,
         log_model=log_model,
+        **init_kwargs,
     )
+
+
+class WandbRunIdInCheckpoint(L.Callback):
+    """Record the W&B run id in each checkpoint, so resuming from it continues the same W&B
+    run (see :func:`vae_zoo.experiment.resume_wandb_run`). Does nothing without W&B."""
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                checkpoint["wandb_run_id"] = logger.version

@@ -112,3 +112,19 @@ class KLSchedule:
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v}" for k, v in vars(self).items())
         return f"KLSchedule({fields})"
+
+
+class StagedLearningRateDecay:
+    """Burda et al. (2016, IWAE) learning-rate schedule, as a ``LambdaLR`` factor of the epoch:
+    for i = 0 .. stages-1, the 3^i epochs of stage i use ``10^(-i/7)`` times the base rate
+    (3280 epochs in all for 8 stages). Epochs past the last stage keep its factor."""
+
+    def __init__(self, stages: int = 8, base: float = 3.0, decay_per_stage: float = 10 ** (-1 / 7)):
+        self.stages, self.base, self.decay_per_stage = stages, base, decay_per_stage
+
+    def __call__(self, epoch: int) -> float:
+        stage, end = 0, self.base**0
+        while epoch >= end and stage < self.stages - 1:
+            stage += 1
+            end += self.base**stage
+        return self.decay_per_stage**stage

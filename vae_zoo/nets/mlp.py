@@ -6,14 +6,21 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from vae_zoo.errors import ConfigError
 
-def _mlp(sizes: Sequence[int]) -> nn.Sequential:
-    """Linear layers with SiLU between them (none after the last)."""
+
+ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def _mlp(sizes: Sequence[int], activation: str = "silu") -> nn.Sequential:
+    """Linear layers with ``activation`` between them (none after the last)."""
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"Unknown activation {activation!r}: choose one of {sorted(ACTIVATIONS)}.")
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
-            layers.append(nn.SiLU())
+            layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
 
 
@@ -21,11 +28,16 @@ class MLPEncoder(nn.Module):
     """(B, C, S, S) -> (B, out_features) through hidden layers ``hidden``."""
 
     def __init__(
-        self, in_channels: int, image_size: int, out_features: int, hidden: Sequence[int] = (512, 256)
+        self,
+        in_channels: int,
+        image_size: int,
+        out_features: int,
+        hidden: Sequence[int] = (512, 256),
+        activation: str = "silu",
     ):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Flatten(), _mlp([in_channels * image_size * image_size, *hidden, out_features])
+            nn.Flatten(), _mlp([in_channels * image_size * image_size, *hidden, out_features], activation)
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -36,10 +48,15 @@ class MLPDecoder(nn.Module):
     """(B, in_features) -> (B, out_channels, S, S) through hidden layers ``hidden``."""
 
     def __init__(
-        self, in_features: int, out_channels: int, image_size: int, hidden: Sequence[int] = (256, 512)
+        self,
+        in_features: int,
+        out_channels: int,
+        image_size: int,
+        hidden: Sequence[int] = (256, 512),
+        activation: str = "silu",
     ):
         super().__init__()
-        self.net = _mlp([in_features, *hidden, out_channels * image_size * image_size])
+        self.net = _mlp([in_features, *hidden, out_channels * image_size * image_size], activation)
         self.unflatten = nn.Unflatten(1, (out_channels, image_size, image_size))
 
     def forward(self, z: Tensor) -> Tensor:
