@@ -90,3 +90,16 @@ def test_sample_and_reconstruct_give_images_in_unit_range():
     assert model.sample(5).shape == (5, 1, 32, 32)
     recon = model.reconstruct(torch.rand(3, 1, 32, 32))
     assert recon.shape == (3, 1, 32, 32) and 0 <= recon.min() and recon.max() <= 1
+
+
+def test_denoising_scores_the_clean_target_not_the_corrupted_input():
+    torch.manual_seed(0)
+    model = make_vae()
+    clean = torch.bernoulli(torch.full((4, 1, 28, 28), 0.3))
+    noisy = (clean + 0.3 * torch.randn_like(clean)).clamp(0, 1)
+    torch.manual_seed(1)
+    terms = model(noisy, target=clean)
+    torch.manual_seed(1)
+    posterior = model.encode(noisy)  # the encoder sees the corrupted input
+    logits = model.decode(posterior.rsample())
+    torch.testing.assert_close(terms.recon, -D.Bernoulli(logits=logits).log_prob(clean).sum(dim=(1, 2, 3)).mean())

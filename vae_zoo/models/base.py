@@ -6,6 +6,8 @@ Contract (see DESIGN.md):
   dimensions, averaged over the batch. ``bits/dim = nats / (D ln 2)`` with D = C*H*W.
 * One step computes one :class:`ELBOTerms`: reconstruction NLL, KL per latent dimension as a
   ``(latent_dim,)`` tensor, total KL, the ELBO and the variant's weighted ``loss``.
+* Denoising: a batch may carry ``target`` (the clean image) next to ``image`` (the corrupted
+  input the encoder sees); p(x|z) then scores the target.
 * Stable log keys: ``train/loss``, ``train/elbo``, ``train/recon``, ``train/kl``,
   ``val/elbo``, ``val/recon``, ``val/kl``, ``val/loss``, ``val/bits_per_dim`` and
   ``val/kl_dim/<i>`` (likewise ``test/...``). ``val/elbo`` means the same (unweighted) thing
@@ -200,12 +202,13 @@ class ELBOModule(L.LightningModule):
         """(B, latent_dim) KL(q(z|x) || N(0, I)) in closed form, nats."""
         return posterior.kl_to_standard_normal()
 
-    def elbo_terms(self, x: Tensor, condition: Tensor | None = None) -> ELBOTerms:
-        """Evaluate the ELBO terms on a batch with one reparameterised sample per example."""
+    def elbo_terms(self, x: Tensor, condition: Tensor | None = None, target: Tensor | None = None) -> ELBOTerms:
+        """Evaluate the ELBO terms on a batch with one reparameterised sample per example.
+        ``target`` is what p(x|z) scores (default ``x``; the clean image when denoising)."""
         posterior = self.encode(x, condition)
         x_params = self.decode(posterior.rsample(), condition)
         return ELBOTerms(
-            log_px_z=self.likelihood.log_prob(x, x_params),
+            log_px_z=self.likelihood.log_prob(x if target is None else target, x_params),
             kl_per_example_dim=self.kl_per_example_dim(posterior),
             x_params=x_params,
             latent_mean=posterior.mu,
@@ -219,8 +222,8 @@ class ELBOModule(L.LightningModule):
         """The KL part of the loss as weighted by β and the schedule at the current step."""
         return self.kl_schedule.kl_penalty(terms.kl_per_dim, beta=self.beta)
 
-    def forward(self, x: Tensor, condition: Tensor | None = None) -> ELBOTerms:
-        terms = self.elbo_terms(x, condition)
+    def forward(self, x: Tensor, condition: Tensor | None = None, target: Tensor | None = None) -> ELBOTerms:
+        terms = self.elbo_terms(x, condition, target)
         terms.loss = self.objective(terms)
         return terms
 
@@ -259,17 +262,17 @@ class ELBOModule(L.LightningModule):
         self.kl_schedule.set_step(self.global_step)
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
-        terms = self(batch["image"], self.condition(batch))
+        terms = self(batch["image"], self.condition(batch), batch.get("target"))
         self._check_finite(terms.loss)
         self._log_terms("train", terms, batch_size=batch["image"].shape[0])
         self._log_schedule()
         return terms.loss
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        self._accumulate("val", self(batch["image"], self.condition(batch)))
+        self._accumulate("val", self(batch["image"], self.condition(batch), batch.get("target")))
 
     def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        self._accumulate("test", self(batch["image"], self.condition(batch)))
+        self._accumulate("test", self(batch["image"], self.condition(batch), batch.get("target")))
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_means("val")

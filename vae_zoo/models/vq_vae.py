@@ -48,13 +48,13 @@ class VQVAE(ELBOModule):
     def objective(self, terms: ELBOTerms) -> Tensor:
         return terms.recon + terms.extras["codebook_loss"] + self.commitment_cost * terms.extras["commitment_loss"]
 
-    def elbo_terms(self, x: Tensor, condition: Tensor | None = None) -> ELBOTerms:
+    def elbo_terms(self, x: Tensor, condition: Tensor | None = None, target: Tensor | None = None) -> ELBOTerms:
         quantized = self.quantizer(self.encoder(x))
         x_params = self.decoder(quantized.z_q)
         positions = self.grid_size**2
         kl = torch.full((x.shape[0], positions), math.log(self.quantizer.num_codes), device=x.device)
         return ELBOTerms(
-            log_px_z=self.likelihood.log_prob(x, x_params),
+            log_px_z=self.likelihood.log_prob(x if target is None else target, x_params),
             kl_per_example_dim=kl,
             x_params=x_params,
             extras={
