@@ -32,7 +32,7 @@ part of the data), so the trainer must not wrap it: ``trainer.use_distributed_sa
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import lightning as L
@@ -48,6 +48,19 @@ from vae_zoo.errors import ConfigError
 
 Split = dict[str, Tensor]
 BINARIZE_MODES = (None, "static", "dynamic")
+
+
+
+def try_download(download: Callable[[], Any], enabled: bool) -> str:
+    """Run ``download`` if ``enabled``; return the sentence an error message should give if the
+    files are still missing afterwards (why they are: download off, failed, or incomplete)."""
+    if not enabled:
+        return "Download is off (data.download=false)."
+    try:
+        download()
+    except Exception as error:  # any network/IO failure: the caller reports it with instructions
+        return f"Download failed ({type(error).__name__}: {error})."
+    return "The download finished but did not produce them."
 
 
 class TensorBatches(Dataset):

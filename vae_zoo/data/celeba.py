@@ -25,6 +25,7 @@ import torch
 import torchvision
 from torch import Tensor
 
+from vae_zoo.data.base import try_download
 from vae_zoo.data.image_cache import CachedImagesDataModule, ImageList
 from vae_zoo.errors import ConfigError, DataError, DataNotFoundError
 
@@ -141,18 +142,14 @@ class CelebADataModule(CachedImagesDataModule):
         found = self._locate()
         if not self._missing(found):
             return found
-        problem = None
-        if self.download:
-            try:
-                torchvision.datasets.CelebA(str(self.root), split="all", target_type="attr", download=True)
-            except Exception as error:  # any network/IO failure: report it with instructions
-                problem = f"Download failed ({type(error).__name__}: {error})."
-            found = self._locate()
+        problem = try_download(
+            lambda: torchvision.datasets.CelebA(str(self.root), split="all", target_type="attr", download=True), self.download
+        )
+        found = self._locate()
         if missing := self._missing(found):
             raise DataNotFoundError(
-                f"CelebA files not found in {self.base_folder.resolve()}: {', '.join(missing)}. "
-                + (problem + " " if problem else "Download is off (data.download=false). ")
-                + f"Get img_align_celeba.zip, {ATTRIBUTE_TABLE}.txt and {PARTITION_TABLE}.txt from "
+                f"CelebA files not found in {self.base_folder.resolve()}: {', '.join(missing)}. {problem} "
+                f"Get img_align_celeba.zip, {ATTRIBUTE_TABLE}.txt and {PARTITION_TABLE}.txt from "
                 f"{self.source} (Google Drive: 'Align&Cropped Images', 'Anno', 'Eval') and unzip "
                 f"them into that folder, or unzip the Kaggle copy ({self.kaggle}) there as it is; "
                 "or point data.root at the folder that contains celeba/."

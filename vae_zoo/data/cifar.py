@@ -18,7 +18,7 @@ import torch
 import torchvision
 from torch import Tensor
 
-from vae_zoo.data.base import InMemoryDataModule, Split, split_at_random
+from vae_zoo.data.base import InMemoryDataModule, Split, split_at_random, try_download
 from vae_zoo.errors import DataError, DataNotFoundError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -87,18 +87,11 @@ class CIFAR10DataModule(InMemoryDataModule):
         missing = self.missing_files()
         if not missing:
             return
-        problem = None
-        if self.download:
-            try:
-                torchvision.datasets.CIFAR10(str(self.root), train=True, download=True)
-            except Exception as error:  # any network/IO failure: report it with instructions
-                problem = f"Download failed ({type(error).__name__}: {error})."
-            missing = self.missing_files()
-        if missing:
+        problem = try_download(lambda: torchvision.datasets.CIFAR10(str(self.root), train=True, download=True), self.download)
+        if missing := self.missing_files():
             raise DataNotFoundError(
-                f"CIFAR-10 files not found in {self.batch_folder.resolve()}: {', '.join(missing)}. "
-                + (problem + " " if problem else "Download is off (data.download=false). ")
-                + f"Download {self.source} and unpack it in {self.root.resolve()}, "
+                f"CIFAR-10 files not found in {self.batch_folder.resolve()}: {', '.join(missing)}. {problem} "
+                f"Download {self.source} and unpack it in {self.root.resolve()}, "
                 f"or point data.root at the folder that contains {self.folder}/."
             )
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torchvision.datasets.utils import download_url
 
-from vae_zoo.data.base import InMemoryDataModule, Split, split_at_random
+from vae_zoo.data.base import InMemoryDataModule, Split, split_at_random, try_download
 from vae_zoo.data.sprites import FACTOR_NAMES, FACTOR_SIZES, SHAPES, render_sprites
 from vae_zoo.errors import DataError, DataNotFoundError
 
@@ -123,13 +123,9 @@ class DSpritesDataModule(InMemoryDataModule):
         if self._checked or self.path.is_file():
             return
         self._checked = True
-        problem = "Download is off (data.download=false)."
-        if self.download:
-            try:
-                download_url(URL, str(self.path.parent), FILE_NAME)
-                return
-            except Exception as error:  # any network/IO failure: report it below
-                problem = f"Download failed ({type(error).__name__}: {error})."
+        problem = try_download(lambda: download_url(URL, str(self.path.parent), FILE_NAME), self.download)
+        if self.path.is_file():
+            return
         if self.require_file:
             raise DataNotFoundError(
                 f"dSprites file {FILE_NAME} not found in {self.path.parent.resolve()}. {problem} "

@@ -16,7 +16,7 @@ import torch
 import torchvision
 from torch import Tensor
 
-from vae_zoo.data.base import InMemoryDataModule, Split, split_at_random
+from vae_zoo.data.base import InMemoryDataModule, Split, split_at_random, try_download
 from vae_zoo.errors import DataError, DataNotFoundError
 
 
@@ -97,20 +97,15 @@ class MNISTDataModule(InMemoryDataModule):
         missing = self.missing_files()
         if not missing:
             return
-        problem = None
-        if self.download:
-            try:
-                for train in (True, False):
-                    self.torchvision_class(str(self.root), train=train, download=True)
-            except Exception as error:  # any network/IO failure: report it with instructions
-                problem = f"Download failed ({type(error).__name__}: {error})."
-            missing = self.missing_files()
-        if missing:
+        problem = try_download(
+            lambda: [self.torchvision_class(str(self.root), train=train, download=True) for train in (True, False)],
+            self.download,
+        )
+        if missing := self.missing_files():
             raise DataNotFoundError(
                 f"{self.folder} files not found in {self.raw_folder.resolve()}: "
-                f"{', '.join(missing)}. "
-                + (problem + " " if problem else "Download is off (data.download=false). ")
-                + f"Put the files from {self.source} in that folder (gzipped or extracted), "
+                f"{', '.join(missing)}. {problem} "
+                f"Put the files from {self.source} in that folder (gzipped or extracted), "
                 f"or point data.root at the folder that contains {self.folder}/raw/."
             )
 
