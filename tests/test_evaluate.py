@@ -1,0 +1,203 @@
+"""Evaluate, sample and compare, as a user runs them: on a real (tiny) 2-run multirun.
+
+One sweep (β-VAE, model.beta=1,4, one epoch on tiny 32x32 sprites) is trained once for the
+module; the entry points then run on its run folders as subprocesses.
+"""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from conftest import TINY_DATA, TINY_NET, TINY_SPRITES, run_cli
+from vae_zoo.config import compose_config
+from vae_zoo.errors import ConfigError
+from vae_zoo.evaluation import compose_run_config, evaluate, register_run_config_from_argv
+from vae_zoo.metrics import ClassifierFeatureExtractor, FeatureExtractorUnavailableError
+
+ONE_EPOCH = [arg for arg in TINY_SPRITES if not arg.startswith("trainer.max_epochs")] + [
+    "trainer.max_epochs=1",
+    "trainer.num_sanity_val_steps=0",
+]
+CLASSIFIER_FID = ["feature_extractor._target_=vae_zoo.metrics.fid.ClassifierFeatureExtractor.from_checkpoint"]
+QUICK_DISENTANGLEMENT = [  # fewer votes and trees than the published settings: a test, not a paper
+    "evaluate.factor_vae.group_size=16",
+    "evaluate.factor_vae.num_train=300",
+    "evaluate.factor_vae.num_eval=200",
+    "evaluate.dci.classifier.n_estimators=5",
+]
+
+
+def run_module(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m <module> args`` as a user would run it."""
+    env = {**os.environ, "VAE_ZOO_LOG_DIR": str(cwd / "logs"), "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("evaluate")
+
+
+@pytest.fixture(scope="module")
+def sweep(workdir) -> Path:
+    """A 2-run multirun folder (model.beta=1,4)."""
+    result = run_cli(["-m", "model=beta_vae", "model.beta=1,4", *ONE_EPOCH], cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [folder] = (workdir / "logs" / "train" / "multiruns").glob("*")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def extractor_checkpoint(workdir) -> Path:
+    """A tiny FID feature extractor saved as a checkpoint, as a user would configure one."""
+    path = workdir / "classifier.pt"
+    ClassifierFeatureExtractor(in_channels=1, num_features=16, hidden_channels=(8, 16), seed=0).save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def evaluated(sweep, extractor_checkpoint, workdir):
+    """``python -m vae_zoo.evaluate`` on the first run: everything that applies to sprites."""
+    run = sweep / "0"
+    args = [
+        f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        "evaluate.num_importance_samples=50",
+        "evaluate.nll_max_examples=32",
+        *CLASSIFIER_FID,
+        f"+feature_extractor.path={extractor_checkpoint}",
+        *QUICK_DISENTANGLEMENT,
+        "evaluate.ood.classes=[2]",
+    ]
+    result = run_module("vae_zoo.evaluate", args, workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run, result
+
+
+def test_evaluate_writes_metrics_in_consistent_units(evaluated, extractor_checkpoint):
+    run, result = evaluated
+    report = json.loads((run / "evaluation" / "metrics.json").read_text())
+    metrics = {name: entry["value"] for name, entry in report["metrics"].items()}
+    assert all(math.isfinite(value) for value in metrics.values()), metrics
+    assert report["num_examples"] == 64 and report["split"] == "test" and report["model"] == "BetaVAE"
+    data_dim = report["data_dim"]
+    assert data_dim == 32 * 32
+    # nats per example, and bits/dim = nats / (D ln 2)
+    assert metrics["elbo"] == pytest.approx(-(metrics["recon"] + metrics["kl"]), rel=1e-6)  # float32 sums
+    assert metrics["bits_per_dim"] == pytest.approx(-metrics["elbo"] / (data_dim * math.log(2)), rel=1e-9)
+    assert metrics["nll_bits_per_dim"] == pytest.approx(metrics["nll"] / (data_dim * math.log(2)), rel=1e-9)
+    nll = report["metrics"]["nll"]
+    assert (nll["k"], nll["num_examples"]) == (50, 32)
+    # the IWAE bound is at least the ELBO of the same examples (up to Monte Carlo noise)
+    assert -nll["value"] >= nll["elbo_same_examples"] - 1e-3 * abs(nll["elbo_same_examples"])
+    # the same weights and test data as training's own test step (one sample per example each)
+    with open(run / "csv" / "metrics.csv") as f:
+        test_elbo = [float(row["test/elbo"]) for row in csv.DictReader(f) if row.get("test/elbo")][-1]
+    assert metrics["elbo"] == pytest.approx(test_elbo, rel=0.02)
+    assert 0 <= metrics["active_units"] <= 4
+    assert metrics["mse"] >= 0 and 0 <= metrics["ssim"] <= 1
+    # sprites carry factors: disentanglement scores in [0, 1]
+    for name in ("mig", "factor_vae", "dci_disentanglement", "dci_completeness", "dci_informativeness"):
+        assert 0 <= metrics[name] <= 1, name
+    # FID with the configured extractor, recorded with the extractor and the sample counts
+    for name in ("fid_prior", "fid_recon"):
+        fid = report["metrics"][name]
+        assert fid["value"] >= 0
+        assert extractor_checkpoint.name in fid["feature_extractor"]
+        assert (fid["num_real"], fid["num_fake"], fid["num_features"]) == (64, 64, 16)
+    assert 0 <= metrics["ood_auroc"] <= 1 and 0 <= metrics["ood_auprc"] <= 1
+    assert report["metrics"]["ood_auroc"]["num_in"] + report["metrics"]["ood_auroc"]["num_out"] == 64
+    markdown = (run / "evaluation" / "metrics.md").read_text()
+    assert "| nll |" in markdown and "nats/example" in markdown and "| mig |" in markdown
+    assert "vae_zoo evaluation" in result.stdout and "fid_prior" in result.stdout
+
+
+def test_missing_checkpoint_is_a_one_line_error(workdir):
+    result = run_module("vae_zoo.evaluate", [f"ckpt_path={workdir / 'nowhere.ckpt'}", "data.eval_batch_size=8"], workdir)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: No checkpoint at") and "nowhere.ckpt" in lines[0]
+
+
+def test_sample_writes_prior_samples_interpolations_and_traversals(sweep, workdir):
+    run = sweep / "1"
+    args = [f"ckpt_path={run}", "num_samples=6", "nrow=3", "interpolations.num_pairs=2", "traversals.num_dims=3"]
+    result = run_module("vae_zoo.sample", args, workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cell = 32 + 2  # 32 px images, 2 px padding
+    expected = {"prior_samples": (3, 2), "interpolations": (10, 2), "traversals": (9, 3)}  # (columns, rows)
+    for name, (columns, rows) in expected.items():
+        assert Image.open(run / "samples" / f"{name}.png").size == (columns * cell + 2, rows * cell + 2), name
+
+
+def test_compare_tables_and_plots_the_sweep(sweep, evaluated, workdir):
+    result = run_module("vae_zoo.compare", [str(sweep)], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(sweep / "comparison.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(row["run"], row["model.beta"]) for row in rows] == [("0", "1"), ("1", "4")]
+    assert all(row["val/recon"] and row["val/kl"] and row["test/elbo"] for row in rows)
+    assert "val/kl_dim/0" not in rows[0]  # per-dimension KL stays in the run's own CSV
+    assert rows[0]["eval/mig"] and not rows[1]["eval/mig"]  # only run 0 was evaluated
+    markdown = (sweep / "comparison.md").read_text()
+    assert markdown.startswith("| run | model.beta |") and "eval/mig" in markdown
+    width, height = Image.open(sweep / "comparison.png").size
+    assert width > 3 * height  # three panels side by side: val/recon, val/kl, eval/mig
+
+
+def test_overrides_apply_on_top_of_the_trained_config(sweep, tmp_path):
+    run = sweep / "0"
+    cfg = compose_run_config(run, ["data.eval_batch_size=16", "evaluate.num_importance_samples=7"], output_dir=tmp_path)
+    assert cfg.data.eval_batch_size == 16 and cfg.evaluate.num_importance_samples == 7
+    assert cfg.model.beta == 1.0 and cfg.model.latent_dim == 4  # as trained
+    assert cfg.ckpt_path.endswith("last.ckpt") or "best-" in cfg.ckpt_path  # a run folder: its best checkpoint
+    with pytest.raises(Exception, match="data.rot"):  # a typo is refused, as in training
+        compose_run_config(run, ["data.rot=/x"], output_dir=tmp_path)
+
+
+def test_offline_inception_fails_before_any_work_and_names_the_alternatives(sweep, tmp_path, monkeypatch):
+    monkeypatch.setattr("vae_zoo.metrics.fid._TORCH_FIDELITY_AVAILABLE", False)
+    cfg = compose_run_config(sweep / "0", [], output_dir=tmp_path)
+    with pytest.raises(FeatureExtractorUnavailableError, match="evaluate.fid=false") as error:
+        evaluate(cfg)
+    assert "ClassifierFeatureExtractor.from_checkpoint" in str(error.value)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_checkpoint_argument_is_checked_before_hydra_runs(tmp_path):
+    with pytest.raises(ConfigError, match="one checkpoint per call"):
+        register_run_config_from_argv(["ckpt_path=a.ckpt,b.ckpt"])
+    with pytest.raises(ConfigError, match="ckpt_path="):
+        register_run_config_from_argv(["evaluate.fid=false"])
+    register_run_config_from_argv(["--help"])  # help needs no checkpoint
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").touch()
+    with pytest.raises(ConfigError, match="No config.yaml"):
+        register_run_config_from_argv([f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"])
+
+
+def test_vq_vae_gets_codebook_and_reconstruction_metrics_and_skips_gaussian_ones(tmp_path):
+    """An (untrained) VQ-VAE run folder written by hand: its config and a checkpoint."""
+    run = tmp_path / "run"
+    train_cfg = compose_config(["model=vq_vae", *TINY_DATA, *TINY_NET["vq_vae"]], output_dir=run)
+    (run / "checkpoints").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(OmegaConf.to_container(train_cfg, resolve=True)), run / "config.yaml")
+    from vae_zoo.experiment import instantiate
+
+    torch.save({"state_dict": instantiate(train_cfg.model).state_dict()}, run / "checkpoints" / "last.ckpt")
+    overrides = ["evaluate.fid=false", "evaluate.disentanglement=false", "evaluate.max_examples=32"]
+    report = evaluate(compose_run_config(run, overrides, output_dir=tmp_path / "out"))
+    assert report.metrics["kl"]["value"] == pytest.approx(8 * 8 * math.log(16))  # log K per latent position
+    assert 1 <= report.metrics["perplexity"]["value"] <= 16
+    assert 0 <= report.metrics["unused_codes"]["value"] <= 16 and "dead_codes" in report.metrics
+    assert {"mse", "psnr", "ssim", "elbo", "bits_per_dim"} <= set(report.metrics)
+    assert "deterministic categorical posterior" in report.skipped["nll"] and "active_units" in report.skipped
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["skipped"]["nll"] == report.skipped["nll"]

@@ -1,0 +1,51 @@
+"""Evaluate a trained run: ``python -m vae_zoo.evaluate ckpt_path=<checkpoint> [key=value ...]``.
+
+A thin Hydra entry point; the work is in :func:`vae_zoo.evaluation.evaluate`. The config is the
+run's own (``<run>/config.yaml``), then ``conf/evaluate.yaml``, then the command line, e.g.::
+
+    python -m vae_zoo.evaluate ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt
+    python -m vae_zoo.evaluate ckpt_path=<run folder> data.root=/data evaluate.num_importance_samples=5000
+    python -m vae_zoo.evaluate ckpt_path=... evaluate.fid=false evaluate.ood.classes=[7,9]
+
+Results go to ``<run>/evaluation/metrics.json`` and ``metrics.md`` and to the console.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from vae_zoo.config import config_dir
+from vae_zoo.errors import VaeZooError, report_and_exit
+from vae_zoo.evaluation import evaluate, register_run_config_from_argv
+
+log = logging.getLogger(__name__)
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="evaluate")
+def _main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg).print()
+    except VaeZooError as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.error("%s", error)  # Hydra records the job as failed and runs the others
+            raise
+        report_and_exit(error)
+
+
+def main() -> None:
+    """Register the run's config from ``ckpt_path=...`` (Hydra composes it first), then run."""
+    try:
+        register_run_config_from_argv(sys.argv[1:])
+    except VaeZooError as error:
+        report_and_exit(error)
+    _main()
+
+
+if __name__ == "__main__":
+    main()
