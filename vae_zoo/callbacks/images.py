@@ -206,7 +206,7 @@ class KLPerDimension(MediaCallback):
         metrics = trainer.callback_metrics
         kl = [float(metrics[f"val/kl_dim/{i}"]) for i in range(module.latent_dim)]
         active = int(metrics["val/active_units"])
-        title = f"KL per latent dimension, epoch {trainer.current_epoch} ({active}/{module.latent_dim} active, A_u > {ACTIVE_UNIT_THRESHOLD})"
+        title = f"KL per latent dimension, epoch {trainer.current_epoch}\n{active}/{module.latent_dim} active (A_u > {ACTIVE_UNIT_THRESHOLD})"
         return bar_chart(kl, title, "latent dimension", "KL (nats)")
 
 
@@ -226,5 +226,5 @@ class CodebookUsage(MediaCallback):
         quantizer = module.quantizer
         usage = quantizer.usage.sort(descending=True).values.cpu().tolist()
         dead = sum(u < quantizer.dead_code_threshold for u in usage)
-        title = f"Codebook usage, epoch {trainer.current_epoch} ({dead}/{quantizer.num_codes} dead)"
+        title = f"Codebook usage, epoch {trainer.current_epoch}\n{dead}/{quantizer.num_codes} dead codes"
         return bar_chart(usage, title, "code (sorted by usage)", "assignments per batch (EMA)", quantizer.dead_code_threshold)
