@@ -32,3 +32,18 @@ def report_and_exit(error: VaeZooError, exit_code: int = 2) -> None:
         f"[bold red]error:[/bold red] {escape(str(error))}", soft_wrap=True, highlight=False
     )
     sys.exit(exit_code)
+
+
+def report_or_reraise(error: VaeZooError) -> None:
+    """For a user error inside a Hydra job: in a multirun, re-raise it (Hydra records the job
+    as failed, runs the others and reports the failure after the last one); in a single run,
+    print the one-line message and exit."""
+    import logging
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        logging.getLogger(__name__).error("%s", error)
+        raise error
+    report_and_exit(error)

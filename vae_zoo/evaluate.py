@@ -12,19 +12,12 @@ Results go to ``<run>/evaluation/metrics.json`` and ``metrics.md`` and to the co
 
 from __future__ import annotations
 
-import logging
-import sys
-
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vae_zoo.config import config_dir
-from vae_zoo.errors import VaeZooError, report_and_exit
-from vae_zoo.evaluation import evaluate, register_run_config_from_argv
-
-log = logging.getLogger(__name__)
+from vae_zoo.errors import VaeZooError, report_or_reraise
+from vae_zoo.evaluation import evaluate, main_with_run_config
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="evaluate")
@@ -32,19 +25,12 @@ def _main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg).print()
     except VaeZooError as error:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            log.error("%s", error)  # Hydra records the job as failed and runs the others
-            raise
-        report_and_exit(error)
+        report_or_reraise(error)
 
 
 def main() -> None:
     """Register the run's config from ``ckpt_path=...`` (Hydra composes it first), then run."""
-    try:
-        register_run_config_from_argv(sys.argv[1:])
-    except VaeZooError as error:
-        report_and_exit(error)
-    _main()
+    main_with_run_config(_main)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,7 +38,7 @@ from torch import Tensor, nn
 
 from vae_zoo.config import compose_config
 from vae_zoo.data.base import InMemoryDataModule
-from vae_zoo.errors import ConfigError
+from vae_zoo.errors import ConfigError, VaeZooError, report_and_exit
 from vae_zoo.experiment import check_compatible, instantiate
 from vae_zoo.metrics import (
     ACTIVE_UNIT_THRESHOLD,
@@ -691,3 +692,13 @@ def _kl_per_dim_metrics(model: ELBOModule, batches: SplitBatches) -> dict[str, T
         total += model.kl_per_example_dim(posterior).double().sum(dim=0)
         count += len(batch["image"])
     return {f"val/kl_dim/{i}": value for i, value in enumerate((total / count).cpu())}
+
+
+def main_with_run_config(hydra_main: Callable[[], None]) -> None:
+    """Entry-point prologue of ``evaluate`` and ``sample``: register the run's config named by
+    ``ckpt_path=...`` on the command line (Hydra composes it first), then run ``hydra_main``."""
+    try:
+        register_run_config_from_argv(sys.argv[1:])
+    except VaeZooError as error:
+        report_and_exit(error)
+    hydra_main()

@@ -11,21 +11,14 @@ Writes ``<run>/samples/prior_samples.png``, ``interpolations.png`` and ``travers
 
 from __future__ import annotations
 
-import logging
-import sys
-
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.markup import escape
 
 from vae_zoo.config import config_dir
-from vae_zoo.errors import VaeZooError, report_and_exit
-from vae_zoo.evaluation import register_run_config_from_argv, write_samples
-
-log = logging.getLogger(__name__)
+from vae_zoo.errors import VaeZooError, report_or_reraise
+from vae_zoo.evaluation import main_with_run_config, write_samples
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="sample")
@@ -33,10 +26,7 @@ def _main(cfg: DictConfig) -> None:
     try:
         written = write_samples(cfg)
     except VaeZooError as error:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            log.error("%s", error)
-            raise
-        report_and_exit(error)
+        report_or_reraise(error)
     console = Console()
     for name, path in written.items():
         console.print(f"[bold]{name}:[/bold] {escape(str(path))}", soft_wrap=True, highlight=False)
@@ -44,11 +34,7 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Register the run's config from ``ckpt_path=...`` (Hydra composes it first), then run."""
-    try:
-        register_run_config_from_argv(sys.argv[1:])
-    except VaeZooError as error:
-        report_and_exit(error)
-    _main()
+    main_with_run_config(_main)
 
 
 if __name__ == "__main__":
