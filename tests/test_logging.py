@@ -105,3 +105,14 @@ def test_many_loggers_at_once_and_offline_fallback_without_credentials(tmp_path)
     for from_csv, from_wandb in zip(csv_epochs, wandb_epochs, strict=True):
         for i in range(4):
             assert abs(float(from_csv[f"val/kl_dim/{i}"]) - from_wandb[f"val/kl_dim/{i}"]) < 1e-6
+
+
+def test_each_job_of_a_multirun_gets_its_own_wandb_run(tmp_path):
+    env = {**env_without_wandb_key(tmp_path, WANDB_MODE="offline"), "VAE_ZOO_LOG_DIR": str(tmp_path / "logs")}
+    result = run_cli(["-m", *TINY_SPRITES, "logger=wandb", "trainer.max_epochs=1", "model.beta=1,4", "model=beta_vae"], cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [sweep] = (tmp_path / "logs" / "train" / "multiruns").iterdir()
+    runs = [run_info(wandb_records(sweep / job)) for job in ("0", "1")]
+    assert runs[0].run_id != runs[1].run_id
+    assert runs[0].run_group == runs[1].run_group == sweep.name  # grouped by the sweep
+    assert "model.beta=1" in runs[0].display_name.split(",") and "model.beta=4" in runs[1].display_name.split(",")

@@ -195,15 +195,28 @@ def train(cfg: DictConfig) -> TrainResult:
         prepare_hydra_for_ddp_children(output_dir)
     model = torch.compile(experiment.model) if cfg.get("compile") else experiment.model
 
-    trainer.fit(model, datamodule=experiment.datamodule, ckpt_path=checkpoint)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    if cfg.get("test"):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        results = trainer.test(model, datamodule=experiment.datamodule, ckpt_path=best or None, verbose=False)
-        metrics.update({k: float(v) for k, v in results[0].items()} if results else {})
-    if trainer.is_global_zero:
-        print_summary(experiment, metrics)
+    try:
+        trainer.fit(model, datamodule=experiment.datamodule, ckpt_path=checkpoint)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        if cfg.get("test"):
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            results = trainer.test(model, datamodule=experiment.datamodule, ckpt_path=best or None, verbose=False)
+            metrics.update({k: float(v) for k, v in results[0].items()} if results else {})
+        if trainer.is_global_zero:
+            print_summary(experiment, metrics)
+    finally:
+        finish_wandb_runs(trainer)
     return TrainResult(metrics=metrics, experiment=experiment)
+
+
+def finish_wandb_runs(trainer: L.Trainer) -> None:
+    """Close this run's W&B run. Lightning's WandbLogger leaves it open, and the next job of a
+    multirun (same process) would then log into it instead of starting its own."""
+    if not trainer.is_global_zero:
+        return
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()
 
 
 def objective(metrics: dict[str, float], name: str) -> float:
