@@ -103,3 +103,19 @@ def test_denoising_scores_the_clean_target_not_the_corrupted_input():
     posterior = model.encode(noisy)  # the encoder sees the corrupted input
     logits = model.decode(posterior.rsample())
     torch.testing.assert_close(terms.recon, -D.Bernoulli(logits=logits).log_prob(clean).sum(dim=(1, 2, 3)).mean())
+
+
+def test_batch_terms_read_a_denoising_batch_as_every_stage_does():
+    """Training, validation, test, evaluation and anomaly scores all go through batch_terms:
+    the encoder sees the corrupted image, p(x|z) scores the clean target."""
+    torch.manual_seed(0)
+    model = make_vae()
+    clean = torch.bernoulli(torch.full((4, 1, 28, 28), 0.3))
+    batch = {"image": (clean + 0.3 * torch.randn_like(clean)).clamp(0, 1), "target": clean}
+    torch.manual_seed(1)
+    terms = model.batch_terms(batch)
+    torch.manual_seed(1)
+    expected = model(batch["image"], target=clean)
+    torch.testing.assert_close(terms.recon, expected.recon)
+    torch.manual_seed(1)
+    assert not torch.allclose(terms.recon, model(batch["image"]).recon)  # not scored against the input

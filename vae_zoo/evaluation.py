@@ -369,12 +369,12 @@ def add_elbo_and_reconstruction(report: EvaluationReport, model: ELBOModule, bat
     ssim = StructuralSimilarityIndexMeasure(data_range=1.0).to(device)
     elbo, recon, kl = [], [], []
     for batch in batches():
-        x, condition = batch["image"], model.condition(batch)
-        terms = model.elbo_terms(x, condition)
+        terms = model.batch_terms(batch)
         elbo.append(terms.elbo_per_example.cpu())
         recon.append(-terms.log_px_z.cpu())
         kl.append(terms.kl_per_example_dim.sum(dim=1).cpu())
-        reconstruction, target = model.reconstruct(x, condition), target_of(batch)
+        reconstruction = model.reconstruct(batch["image"], model.condition(batch))
+        target = target_of(batch)
         mse.update(reconstruction, target)
         psnr.update(reconstruction, target)
         ssim.update(reconstruction, target)

@@ -120,8 +120,7 @@ def negative_elbo_scores(
     try:
         per_batch = []
         for batch in batches:
-            x, condition = batch["image"], model.condition(batch)
-            elbo = sum(model.elbo_terms(x, condition).elbo_per_example for _ in range(num_samples)) / num_samples
+            elbo = sum(model.batch_terms(batch).elbo_per_example for _ in range(num_samples)) / num_samples
             per_batch.append(-elbo.float().cpu())
     finally:
         model.train(was_training)

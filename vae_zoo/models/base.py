@@ -40,6 +40,7 @@ from vae_zoo.errors import ConfigError
 from vae_zoo.likelihoods import DiagonalGaussian, Likelihood
 from vae_zoo.metrics.active_units import ACTIVE_UNIT_THRESHOLD
 from vae_zoo.metrics.example_means import ExampleMeans, variance_from_means
+from vae_zoo.metrics.likelihood import bits_per_dim
 from vae_zoo.schedules import KLSchedule
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -222,6 +223,12 @@ class ELBOModule(L.LightningModule):
         """The KL part of the loss as weighted by β and the schedule at the current step."""
         return self.kl_schedule.kl_penalty(terms.kl_per_dim, beta=self.beta)
 
+    def batch_terms(self, batch: Mapping[str, Tensor]) -> ELBOTerms:
+        """The terms of a data batch, read the one way every stage and evaluation reads it: the
+        encoder sees ``batch["image"]`` with the model's condition, and p(x|z) scores
+        ``batch["target"]`` when the data is corrupted for denoising, else the image."""
+        return self(batch["image"], self.condition(batch), batch.get("target"))
+
     def forward(self, x: Tensor, condition: Tensor | None = None, target: Tensor | None = None) -> ELBOTerms:
         terms = self.elbo_terms(x, condition, target)
         terms.loss = self.objective(terms)
@@ -262,17 +269,17 @@ class ELBOModule(L.LightningModule):
         self.kl_schedule.set_step(self.global_step)
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
-        terms = self(batch["image"], self.condition(batch), batch.get("target"))
+        terms = self.batch_terms(batch)
         self._check_finite(terms.loss)
         self._log_terms("train", terms, batch_size=batch["image"].shape[0])
         self._log_schedule()
         return terms.loss
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        self._accumulate("val", self(batch["image"], self.condition(batch), batch.get("target")))
+        self._accumulate("val", self.batch_terms(batch))
 
     def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        self._accumulate("test", self(batch["image"], self.condition(batch), batch.get("target")))
+        self._accumulate("test", self.batch_terms(batch))
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_means("val")
@@ -330,7 +337,7 @@ class ELBOModule(L.LightningModule):
         means = self.epoch_means[stage].compute()
         self.epoch_means[stage].reset()
         metrics = {f"{stage}/{name}": means[name] for name in ("loss", "elbo", "recon", "kl")}
-        metrics[f"{stage}/bits_per_dim"] = -means["elbo"] / (self.data_dim * math.log(2))
+        metrics[f"{stage}/bits_per_dim"] = bits_per_dim(-means["elbo"], self.data_dim)
         if self.learned_kl:
             metrics.update({f"{stage}/kl_dim/{i}": kl for i, kl in enumerate(means["kl_per_dim"])})
             variance = variance_from_means(means["latent_mean"], means["latent_mean_sq"], means["count"])
