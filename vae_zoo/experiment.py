@@ -117,7 +117,8 @@ def resume_wandb_run(cfg: DictConfig, checkpoint: Path | None) -> None:
     logger_cfg = cfg.get("logger") or {}
     if checkpoint is None or "wandb" not in logger_cfg or logger_cfg.wandb is None:
         return
-    run_id = torch.load(checkpoint, map_location="cpu", weights_only=False).get("wandb_run_id")
+    # mmap: only the small pickled header is read here; Lightning reads the checkpoint for real
+    run_id = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True).get("wandb_run_id")
     if run_id:
         with open_dict(cfg):
             cfg.logger.wandb.id = run_id
