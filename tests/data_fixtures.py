@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,33 @@ def write_image_folder(root: Path, per_class: int = 8, seed: int = 0) -> dict:
     (root / ".hidden").mkdir()
     Image.new("RGB", (50, 50)).save(root / ".hidden" / "x.png")
     return {"readable": 2 * per_class, "unreadable": ["dark/broken.jpg", "light/truncated.jpg"], "classes": ["dark", "light"]}
+
+
+def python2_cifar_pickle(data: np.ndarray, labels: list[int]) -> bytes:
+    """The bytes Python 2's cPickle writes (protocol 2) for ``{"data": data, "labels": labels}``
+    with ``data`` a uint8 numpy array, as in the real CIFAR-10 batches: ``str`` keys and the
+    array's raw bytes as ``BINSTRING`` (read back as bytes with ``encoding="bytes"``), and
+    numpy 1's global ``numpy.core.multiarray._reconstruct``. Python 3 cannot write this (it
+    pickles bytes as ``_codecs.encode`` under protocol 2), so the opcodes are spelled out."""
+
+    def string(value: bytes) -> bytes:  # a Python 2 str
+        if len(value) < 256:
+            return b"U" + bytes([len(value)]) + value  # SHORT_BINSTRING
+        return b"T" + struct.pack("<I", len(value)) + value  # BINSTRING
+
+    def integer(value: int) -> bytes:
+        if 0 <= value < 256:
+            return b"K" + bytes([value])  # BININT1
+        if 0 <= value < 65536:
+            return b"M" + struct.pack("<H", value)  # BININT2
+        return b"J" + struct.pack("<i", value)  # BININT
+
+    assert data.dtype == np.uint8
+    reduce3 = b"\x87R"  # TUPLE3, REDUCE
+    dtype = b"cnumpy\ndtype\n" + string(b"u1") + integer(0) + integer(1) + reduce3
+    dtype += b"(" + integer(3) + string(b"|") + b"NNN" + integer(-1) + integer(-1) + integer(0) + b"tb"  # state, BUILD
+    shape = b"(" + b"".join(integer(n) for n in data.shape) + b"t"
+    array = b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + integer(0) + b"\x85" + string(b"b") + reduce3
+    array += b"(" + integer(1) + shape + dtype + b"\x89" + string(data.tobytes()) + b"tb"  # (1, shape, dtype, False, raw)
+    label_list = b"](" + b"".join(integer(n) for n in labels) + b"e"  # EMPTY_LIST, MARK, ..., APPENDS
+    return b"\x80\x02}(" + string(b"data") + array + string(b"labels") + label_list + b"u."

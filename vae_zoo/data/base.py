@@ -31,8 +31,10 @@ part of the data), so the trainer must not wrap it: ``trainer.use_distributed_sa
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -49,6 +51,32 @@ from vae_zoo.errors import ConfigError
 Split = dict[str, Tensor]
 BINARIZE_MODES = (None, "static", "dynamic")
 
+
+
+def data_folder(root: str | os.PathLike, holds: str = "the data", setting: str = "data.root") -> Path:
+    """``root`` with ``~`` expanded, checked to be a folder or a path a folder can be made at.
+
+    Args:
+        root: the configured folder.
+        holds: what the folder should hold, for the error message.
+        setting: the config key of ``root``, for the error message.
+
+    Raises:
+        ConfigError: ``root``, or the nearest part of it that exists, is not a folder.
+    """
+    path = Path(root).expanduser()
+    # os.path.exists: False (rather than an exception) for a path it may not look into
+    existing = next((p for p in (path, *path.parents) if os.path.exists(p)), None)
+    if existing is not None and not os.path.isdir(existing):
+        where = "is a file" if existing == path else f"is inside {existing}, which is a file"
+        raise ConfigError(f"{setting}={path} {where}, not a folder. Point {setting} at the folder that holds {holds}.")
+    return path
+
+
+def _check_count(value: Any, setting: str, example: str) -> None:
+    """A count from the config: an integer >= 1 (a bool or a float is refused, not rounded)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"{setting} must be a whole number >= 1, got {value!r}. Set e.g. {setting}={example}.")
 
 
 def try_download(download: Callable[[], Any], enabled: bool) -> str:
@@ -249,7 +277,8 @@ def corrupt_uint8(images: Tensor, corruption: Corruption, generator: torch.Gener
 class InMemoryDataModule(L.LightningDataModule):
     """Base for datasets served from uint8 tensors. Subclasses implement :meth:`load_splits`.
 
-    Constructors only store settings (they never touch the disk); files are checked in
+    Constructors check and store settings and read no data: of the disk, they look only at
+    whether ``data.root`` is a folder (:func:`data_folder`). Files are checked in
     :meth:`prepare_data` and read in :meth:`setup`.
 
     Args:
@@ -293,6 +322,13 @@ class InMemoryDataModule(L.LightningDataModule):
         super().__init__()
         if binarize not in BINARIZE_MODES:
             raise ConfigError(f"data.binarize must be one of {BINARIZE_MODES}, got {binarize!r}.")
+        _check_count(batch_size, "data.batch_size", "128")
+        if eval_batch_size is not None:  # None: the training batch size
+            _check_count(eval_batch_size, "data.eval_batch_size", "1000 (or null for data.batch_size)")
+        _check_count(image_size, "data.image_size", "32")
+        _check_count(channels, "data.channels", "3 (1 for grey images)")
+        if num_classes is not None:
+            _check_count(num_classes, "data.num_classes", "10 (or null for data without labels)")
         self.image_size, self.channels, self.num_classes = image_size, channels, num_classes
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size

@@ -25,7 +25,7 @@ import torch
 import torchvision
 from torch import Tensor
 
-from vae_zoo.data.base import try_download
+from vae_zoo.data.base import data_folder, try_download
 from vae_zoo.data.image_cache import CachedImagesDataModule, ImageList
 from vae_zoo.errors import ConfigError, DataError, DataNotFoundError
 
@@ -110,6 +110,7 @@ class CelebADataModule(CachedImagesDataModule):
         if num_classes != NUM_ATTRIBUTES:
             raise ConfigError(f"CelebA has {NUM_ATTRIBUTES} attributes; got data.num_classes={num_classes}. Set it to 40.")
         super().__init__(root=root, crop=crop, image_size=image_size, channels=channels, num_classes=num_classes, **kwargs)
+        data_folder(self.root, holds=f"{self.folder}/")
         self.download = download
         self.attribute_names: list[str] | None = None
         self._partition: Tensor | None = None

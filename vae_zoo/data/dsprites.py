@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torchvision.datasets.utils import download_url
 
-from vae_zoo.data.base import InMemoryDataModule, Split, split_at_random, try_download
+from vae_zoo.data.base import InMemoryDataModule, Split, data_folder, split_at_random, try_download
 from vae_zoo.data.sprites import FACTOR_NAMES, FACTOR_SIZES, SHAPES, render_sprites
 from vae_zoo.errors import DataError, DataNotFoundError
 
@@ -109,7 +109,7 @@ class DSpritesDataModule(InMemoryDataModule):
         **kwargs,
     ):
         super().__init__(image_size=image_size, channels=channels, num_classes=num_classes, **kwargs)
-        self.root = Path(root).expanduser()
+        self.root = data_folder(root, holds=f"{self.folder}/")
         self.download, self.require_file = download, require_file
         self.sizes = {"val": num_val, "test": num_test, "train": num_train}
         self._checked = False  # prepare_data has run (it may warn or download: once)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
+from vae_zoo.data.base import data_folder
 from vae_zoo.data.image_cache import CachedImagesDataModule, ImageList
 from vae_zoo.errors import ConfigError, DataNotFoundError
 
@@ -70,6 +71,7 @@ class ImageFolderDataModule(CachedImagesDataModule):
                 f"{val_fraction} and {test_fraction}."
             )
         super().__init__(root=root, crop=crop, image_size=image_size, channels=channels, num_classes=num_classes, **kwargs)
+        data_folder(self.root, holds="the images (in class subfolders or not)")
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.classes: list[str] | None = None
 
