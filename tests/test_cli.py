@@ -3,10 +3,10 @@
 import csv
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 from conftest import TINY_SPRITES, run_cli, run_folders
+from vae_zoo.checkpointing import load_checkpoint
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -23,7 +23,7 @@ def test_default_pipeline_end_to_end(tmp_path):
     assert "${" not in config and "latent_dim: 4" in config
     checkpoints = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
     assert "last.ckpt" in checkpoints and any(name.startswith("best-") for name in checkpoints)
-    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    last = load_checkpoint(run / "checkpoints" / "last.ckpt")  # weights_only: our checkpoints need nothing else
     assert last["global_step"] == 2 * 8 and last["epoch"] == 1
     epochs = [row for row in read_metrics(run) if row.get("val/elbo")]
     assert [int(row["epoch"]) for row in epochs] == [0, 1]

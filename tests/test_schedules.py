@@ -99,7 +99,7 @@ def test_resume_mid_schedule_continues_where_it_stopped(tmp_path, kwargs):
     first = fit(make_vae(image_size=28, kl_schedule=KLSchedule(**kwargs)), 6, tmp_path / "b")
     checkpoint_path = tmp_path / "mid.ckpt"
     first.save_checkpoint(checkpoint_path)
-    assert torch.load(checkpoint_path, weights_only=False)["kl_schedule"] == {"step": 5}
+    assert torch.load(checkpoint_path, weights_only=True)["kl_schedule"] == {"step": 5}
     resumed = RecordSchedule()
     fresh = make_vae(image_size=28, kl_schedule=KLSchedule(**kwargs))  # its schedule starts at step 0
     fit(fresh, 12, tmp_path / "b", ckpt_path=checkpoint_path, recorder=resumed)

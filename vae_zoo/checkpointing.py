@@ -1,23 +1,39 @@
-"""Nothing a user made is lost: atomic checkpoint files, exact resume, saves on preemption.
+"""Nothing a user made is lost, and nothing a user loads runs code: checkpoint files.
 
-* :class:`AtomicCheckpointIO` writes a checkpoint to a temporary file in the same folder,
-  flushes it to disk, then renames it over the target (``os.replace`` is atomic on POSIX), so
-  a process killed while saving leaves the previous checkpoint intact. Lightning's own
-  ``TorchCheckpointIO`` writes into the target file directly.
+* :func:`load_checkpoint` is the one way vae_zoo reads a checkpoint: ``torch.load`` with
+  ``weights_only=True``, which rebuilds tensors and plain Python values only and refuses any
+  other object, so a ``.ckpt`` whose pickle would call ``os.system`` is refused, not run. Our
+  own checkpoints hold nothing else (the random states are stored as tensors and numbers for
+  this reason), so no extra safe globals are registered.
+* :class:`AtomicCheckpointIO` (the trainer's checkpoint plugin) writes a checkpoint to a
+  temporary file in the same folder, flushes it to disk, then renames it over the target
+  (``os.replace`` is atomic on POSIX), so a process killed while saving leaves the previous
+  checkpoint intact; Lightning's ``TorchCheckpointIO`` writes into the target file directly.
+  It refuses to write weights that are NaN or infinite, turns a full disk into one message
+  naming the folder, and reads through :func:`load_checkpoint`.
 * :class:`RandomStateCheckpoint` stores the Python, NumPy and torch (CPU and CUDA) random
   states of every rank in the checkpoint and restores them on resume; Lightning restores model,
   optimiser, LR scheduler, loop counters and callback states, but not random states, so without
   this a resumed run draws different reparameterisation noise and binarizations.
-* :class:`PreemptionCheckpoint` saves ``last.ckpt`` when the job is told to stop: SIGTERM (which
-  Lightning turns into a ``SIGTERMException`` at the next batch) or SIGUSR1 (what SLURM sends
-  before a time limit; handled here unless Lightning's SLURM auto-requeue already is).
+* :class:`LastCheckpoint` keeps ``checkpoints/last.ckpt`` the newest state of the run: at the
+  end of every training epoch, when training ends, and when the job is told to stop (SIGTERM,
+  or SIGUSR1 from SLURM). It replaces ``ModelCheckpoint(save_last=True)``, which refreshes
+  ``last.ckpt`` only when a top-k checkpoint is saved and writes ``last-v1.ckpt`` beside a
+  ``last.ckpt`` it did not write itself.
+* :func:`check_checkpoint_fits` compares a checkpoint with the model a config builds before a
+  resume writes anything, and names the tensors and settings that differ.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import pickle
 import random
+import re
 import signal
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,31 +41,129 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch import nn
+
+from vae_zoo.errors import CheckpointError, RunFolderError, UntrustedFileError
+
+#: The name of the newest checkpoint of a run, in ``<run>/checkpoints/``.
+LAST = "last.ckpt"
+
+
+# --------------------------------------------------------------------------------- reading
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Read a checkpoint without running code from it (``weights_only=True``), on the CPU.
+
+    Args:
+        path: the ``.ckpt`` file.
+        mmap: map the tensors' storage instead of reading it (cheap when only a few small
+            entries are needed, e.g. the W&B run id).
+
+    Raises:
+        UntrustedFileError: the file holds objects other than tensors and plain values (loading
+            it the unsafe way would run code from it); the message names the object.
+        CheckpointError: the file is empty, truncated or not a checkpoint.
+    """
+    path = Path(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"(?:unsupported )?GLOBAL ([\w.]+)", str(error))
+        what = f"it asks for {found.group(1)}" if found else str(error).splitlines()[0]
+        raise UntrustedFileError(
+            f"{path} was not loaded: it holds objects other than tensors and plain values ({what}), and loading it "
+            "would run code from the file. vae_zoo checkpoints never need that; use a checkpoint written by "
+            "python -m vae_zoo.train, or one you have re-saved as a plain state_dict yourself."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (empty, truncated or not written by torch.save: {detail}). "
+            "Use another checkpoint of the run (checkpoints/last.ckpt or best-*.ckpt)."
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint (a dict with a state_dict).")
+    return checkpoint
+
+
+# --------------------------------------------------------------------------------- writing
+def _non_finite_tensor(state_dict: Mapping[str, Any]) -> str | None:
+    """The name of the first floating-point tensor with a NaN or infinite entry, else None."""
+    for name, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return name
+    return None
+
+
+def remove_stale_temporaries(*folders: Path) -> list[Path]:
+    """Delete the temporary files an earlier process killed mid-save left in ``folders``
+    (``.<name>.tmp-<pid>``, see :class:`AtomicCheckpointIO`). Call only while holding the run
+    folder's lock, so that no live process is writing them. Returns what was removed."""
+    removed = []
+    for folder in folders:
+        for path in Path(folder).glob(".*.tmp-*"):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(file)`` on ``.<name>.tmp-<pid>`` beside ``path``, fsync, rename over ``path``.
+
+    Raises:
+        RunFolderError: the folder could not be written (full disk, no permission); the
+            previous ``path`` is left as it was.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        problem = "No space left on the disk of" if full else f"Could not write ({error.strerror or error}) in"
+        fix = "Free space there or set paths.log_dir to another disk" if full else "Make the folder writable or set paths.log_dir elsewhere"
+        raise RunFolderError(
+            f"{problem} {path.parent} while writing {path.name}; the previous {path.name} is intact. "
+            f"{fix}, then continue with ckpt_path=last."
+        ) from None
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to ``.<name>.tmp-<pid>`` beside the target, fsync, then ``os.replace``."""
+    """Checkpoints written atomically (:func:`atomic_write`), never with non-finite weights,
+    and read only through :func:`load_checkpoint` (``weights_only=True``)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(temporary, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        bad = _non_finite_tensor(checkpoint.get("state_dict", {}))
+        if bad is not None:
+            raise CheckpointError(
+                f"Not writing {path}: the weight {bad} is NaN or infinite, and a checkpoint of a diverged model "
+                "would replace a good one. The previous checkpoint is intact."
+            )
+        atomic_write(Path(path), lambda f: self.write(checkpoint, f))
+
+    def write(self, checkpoint: dict[str, Any], file: Any) -> None:
+        """Serialise ``checkpoint`` into the open temporary file."""
+        torch.save(checkpoint, file)
+
+    def load_checkpoint(self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """Always ``weights_only=True``, whatever the caller asks: Lightning's ``trainer.fit(ckpt_path=...)``
+        reads through here."""
+        return load_checkpoint(path)
 
 
+# ---------------------------------------------------------------------------- random state
 def _random_state() -> dict[str, Any]:
     """Random states as tensors and plain numbers only, so that ``torch.load`` with
-    ``weights_only=True`` (Lightning's default) accepts the checkpoint."""
+    ``weights_only=True`` accepts the checkpoint."""
     kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
                    "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
@@ -99,24 +213,38 @@ class RandomStateCheckpoint(L.Callback):
         self._pending = None
 
 
-class PreemptionCheckpoint(L.Callback):
-    """On SIGTERM or SIGUSR1, save ``<dirpath>/last.ckpt`` and stop cleanly.
+# ------------------------------------------------------------------------- last.ckpt
+class LastCheckpoint(Checkpoint):
+    """Keeps ``<dirpath>/last.ckpt`` the newest state of the run.
+
+    Written at the end of every training epoch (after that epoch's validation), when training
+    ends (also mid-epoch, at ``max_steps``), and when the job is told to stop: SIGTERM (which
+    Lightning turns into a ``SIGTERMException`` at the next batch boundary) or SIGUSR1 (what
+    SLURM sends before a time limit; handled here unless Lightning's SLURM auto-requeue already
+    is). After a stop, :attr:`stopped_by` names the signal, and :func:`vae_zoo.experiment.train`
+    raises :class:`~vae_zoo.errors.Preempted`, so the process exits non-zero.
+
+    A subclass of Lightning's ``Checkpoint``, so the trainer runs it after the other callbacks
+    (after ``ModelCheckpoint`` has recorded this epoch's best), and ``ckpt_path=last`` always
+    restores the newest step.
 
     Args:
-        dirpath: where ``last.ckpt`` goes (the run's checkpoint folder, so ``ckpt_path=last``
-            resumes from it).
+        dirpath: the run's checkpoint folder.
     """
 
     def __init__(self, dirpath: str):
         self.dirpath = Path(dirpath)
-        self.sigusr1_received = False
+        self.stopped_by: tuple[str, int] | None = None  # (signal name, number) once told to stop
+        self.saved_step: int | None = None
+        self._sigusr1_received = False
         self._previous_sigusr1: Any = None
 
     @property
     def path(self) -> Path:
-        return self.dirpath / "last.ckpt"
+        return self.dirpath / LAST
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stopped_by = None
         if hasattr(signal, "SIGUSR1") and signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
             self._previous_sigusr1 = signal.signal(signal.SIGUSR1, self._on_sigusr1)
 
@@ -126,18 +254,100 @@ class PreemptionCheckpoint(L.Callback):
             self._previous_sigusr1 = None
 
     def _on_sigusr1(self, signum: int, frame: Any) -> None:
-        self.sigusr1_received = True  # acted on between batches, never inside a step
+        self._sigusr1_received = True  # acted on between batches, never inside a step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.sigusr1_received:
-            self.sigusr1_received = False
-            self._save(trainer, "SIGUSR1")
+        if self._sigusr1_received:
+            self._sigusr1_received = False
+            self.stopped_by = ("SIGUSR1", int(signal.SIGUSR1))
+            self.save(trainer)
             trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.saved_step != trainer.global_step:
+            self.save(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
-            self._save(trainer, "SIGTERM")
+            self.stopped_by = ("SIGTERM", int(signal.SIGTERM))
+            self.save(trainer)
 
-    def _save(self, trainer: L.Trainer, reason: str) -> None:
-        trainer.save_checkpoint(self.path)
-        rank_zero_info(f"{reason}: saved {self.path} at step {trainer.global_step}; resume with ckpt_path={self.path}")
+    def save(self, trainer: L.Trainer) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full state: optimizers, loops, callbacks
+        self.saved_step = trainer.global_step
+        if self.stopped_by:
+            rank_zero_info(f"{self.stopped_by[0]}: saved {self.path} at step {trainer.global_step}.")
+
+
+# -------------------------------------------------------------------------- resume check
+def check_checkpoint_fits(checkpoint: Mapping[str, Any], model: nn.Module, source: Path, differing_settings: list[str]) -> None:
+    """Raise before anything is written if ``checkpoint`` cannot resume ``model``.
+
+    Compares every tensor's name and shape, and the number of optimizers and of parameters in
+    each of their groups (what Lightning would fail on after the run folder had been touched).
+
+    Args:
+        checkpoint: the loaded checkpoint.
+        model: the model the current config builds.
+        source: the checkpoint's path, for the message.
+        differing_settings: ``key: old -> new`` lines of the config settings that differ from
+            the run's own ``config.yaml`` (named in the message).
+
+    Raises:
+        CheckpointError: naming the differing tensors (and settings) and the fix.
+    """
+    saved = checkpoint.get("state_dict")
+    if not isinstance(saved, Mapping):
+        raise CheckpointError(f"{source} has no state_dict: it is not a training checkpoint of vae_zoo.")
+    expected = model.state_dict()
+    problems = [f"{name} is missing" for name in expected if name not in saved]
+    problems += [f"{name} is not in the model" for name in saved if name not in expected]
+    problems += [
+        f"{name} is {tuple(saved[name].shape)} in the checkpoint, {tuple(value.shape)} here"
+        for name, value in expected.items()
+        if name in saved and tuple(saved[name].shape) != tuple(value.shape)
+    ]
+    problems += _optimizer_mismatches(checkpoint, model)
+    if not problems:
+        return
+    shown = "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
+    settings = f" Settings that differ from the run's config.yaml: {', '.join(differing_settings)}." if differing_settings else ""
+    raise CheckpointError(
+        f"{source} does not fit the model this config builds ({shown}).{settings} Nothing in the run folder was "
+        "changed. Resume with the settings the run was trained with, or start a new run (a new hydra.run.dir) "
+        "to train with the new ones."
+    )
+
+
+def _optimizer_mismatches(checkpoint: Mapping[str, Any], model: nn.Module) -> list[str]:
+    saved = checkpoint.get("optimizer_states")
+    configure = getattr(model, "configure_optimizers", None)
+    if saved is None or configure is None:
+        return []
+    try:  # the variant's own configure_optimizers, on fresh parameters: cheap, and discarded
+        configured = configure()
+    except Exception:  # noqa: BLE001 - a model whose optimizers need the trainer: Lightning checks later
+        return []
+    if isinstance(configured, dict):
+        configured = [configured]
+    elif isinstance(configured, torch.optim.Optimizer):
+        configured = [configured]
+    optimizers = []
+    for entry in configured if isinstance(configured, (list, tuple)) else []:
+        entry = entry.get("optimizer") if isinstance(entry, dict) else entry
+        if isinstance(entry, torch.optim.Optimizer):
+            optimizers.append(entry)
+    if not optimizers:
+        return []
+    if len(optimizers) != len(saved):
+        return [f"{len(saved)} optimizer(s) in the checkpoint, {len(optimizers)} here"]
+    problems = []
+    for index, (optimizer, state) in enumerate(zip(optimizers, saved)):
+        ours = [len(group["params"]) for group in optimizer.param_groups]
+        theirs = [len(group["params"]) for group in state.get("param_groups", [])]
+        if ours != theirs:
+            problems.append(f"optimizer {index} has parameter groups of sizes {theirs} in the checkpoint, {ours} here")
+    return problems

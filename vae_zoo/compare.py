@@ -105,20 +105,10 @@ def read_config(run: Path) -> dict[str, str]:
     """The resolved ``config.yaml`` flattened to dotted keys -> value text ({} if absent)."""
     from omegaconf import OmegaConf
 
+    from vae_zoo.config import flatten_config
+
     path = run / "config.yaml"
-    if not path.is_file():
-        return {}
-    flat: dict[str, str] = {}
-
-    def walk(node: object, prefix: str) -> None:
-        if isinstance(node, dict) and node:
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix[:-1]] = json.dumps(node) if isinstance(node, (list, dict)) else str(node)
-
-    walk(OmegaConf.to_container(OmegaConf.load(path), resolve=False), "")
-    return flat
+    return flatten_config(OmegaConf.load(path)) if path.is_file() else {}
 
 
 def _last_values(rows: list[dict[str, str]], prefix: str) -> dict[str, float]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 
 def config_dir() -> Path:
@@ -40,3 +42,20 @@ def compose_config(
         with open_dict(cfg):
             cfg.paths.output_dir = str(output_dir)
     return cfg
+
+
+def flatten_config(cfg: Any) -> dict[str, str]:
+    """A config (or plain nested dict) as dotted keys -> value text; lists and empty mappings
+    are JSON text, interpolations are left unresolved."""
+    container = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+    flat: dict[str, str] = {}
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = json.dumps(node) if isinstance(node, (list, dict)) else str(node)
+
+    walk(container, "")
+    return flat

@@ -21,6 +21,42 @@ class DataNotFoundError(DataError, FileNotFoundError):
     """A dataset's files are missing and could not be downloaded."""
 
 
+class UntrustedFileError(VaeZooError):
+    """A file asks to run code: a checkpoint holding objects other than tensors and plain values,
+    or a config naming a ``_target_`` outside the trusted set. Nothing from it was run."""
+
+
+class CheckpointError(VaeZooError):
+    """A checkpoint is unreadable (truncated, empty, not a checkpoint) or does not fit the run."""
+
+
+class RunFolderError(VaeZooError):
+    """The run folder cannot be used as asked: another process holds it, it already holds a run,
+    or it could not be written (e.g. the disk is full)."""
+
+
+class NonFiniteLossError(VaeZooError):
+    """The training loss (or the validation ELBO) became NaN or infinite."""
+
+
+class Preempted(Exception):
+    """The job was told to stop (SIGTERM, or SIGUSR1 from SLURM) and saved ``last.ckpt``.
+
+    Not an error: the entry point exits with :attr:`exit_code`, ``128 + signal number`` (143 for
+    SIGTERM, 138 for SIGUSR1), the status a shell gives a process ended by that signal, so a
+    scheduler (SLURM ``--requeue`` / ``RequeueExit``, submitit, a retry loop) sees that the job
+    did not finish and requeues it; it resumes with ``ckpt_path=last``.
+    """
+
+    def __init__(self, signal_name: str, signal_number: int, step: int, checkpoint: str):
+        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
+        self.exit_code = 128 + signal_number
+        super().__init__(
+            f"{signal_name}: stopped at step {step} and saved {checkpoint}. Exit status {self.exit_code} "
+            f"(128 + {signal_name}) tells the scheduler to requeue; continue with ckpt_path=last in the same run folder."
+        )
+
+
 def report_and_exit(error: VaeZooError, exit_code: int = 2) -> None:
     """Print a user error as one readable message (no traceback) and exit."""
     import sys

@@ -36,6 +36,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from vae_zoo.checkpointing import load_checkpoint
 from vae_zoo.config import compose_config
 from vae_zoo.data.base import InMemoryDataModule
 from vae_zoo.errors import ConfigError, VaeZooError, report_and_exit
@@ -55,6 +56,7 @@ from vae_zoo.metrics import (
     ood_detection_scores,
 )
 from vae_zoo.models.base import ELBOModule
+from vae_zoo.trust import check_trusted_targets
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +185,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 # --------------------------------------------------------------------- model and its data
+def check_run_config(cfg: DictConfig) -> TrainedRun:
+    """Locate the run and refuse its config if it names an untrusted ``_target_`` (before
+    anything from it is built). ``cfg.trusted_targets`` comes from the command line and
+    ``conf/evaluate.yaml`` / ``conf/sample.yaml``, which compose after the run's config."""
+    run = locate_run(cfg.ckpt_path)
+    check_trusted_targets(cfg, list(cfg.get("trusted_targets") or ()), source=f"the config of {run.run_dir} (config.yaml, with the command line)")
+    return run
+
+
 @dataclass
 class LoadedRun:
     """A trained model in eval mode on its device, with the data it was trained on."""
@@ -197,17 +208,23 @@ def load_run(cfg: DictConfig, device: torch.device) -> LoadedRun:
     """Build data and model from ``cfg`` exactly as training did, and load the checkpoint's
     weights (strictly: every tensor must fit).
 
+    Nothing in the run's files can run code: the config's targets are checked against the
+    trusted set first (:mod:`vae_zoo.trust`), and the checkpoint is read with
+    ``weights_only=True`` (:func:`vae_zoo.checkpointing.load_checkpoint`).
+
     Raises:
+        UntrustedFileError: the config names an untrusted target, or the checkpoint holds
+            objects other than tensors and plain values.
         ConfigError: missing checkpoint/config, data files that are not there, a model that
             does not fit the data, or weights that do not fit the model (e.g. after an override
             of ``model.latent_dim``).
     """
-    run = locate_run(cfg.ckpt_path)
+    run = check_run_config(cfg)
     datamodule: InMemoryDataModule = instantiate(cfg.data)
     datamodule.prepare_data()
     model: ELBOModule = instantiate(cfg.model)
     check_compatible(datamodule, model)
-    checkpoint = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(run.checkpoint)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except (KeyError, RuntimeError) as error:
@@ -574,9 +591,9 @@ def evaluate(cfg: DictConfig) -> EvaluationReport:
     FID, disentanglement (data with ``factors``), anomaly detection (an OOD set configured).
     """
     settings = cfg.evaluate
+    run = check_run_config(cfg)  # before anything is built from it
     device = resolve_device(settings.device)
     L.seed_everything(settings.seed, verbose=False)
-    run = locate_run(cfg.ckpt_path)
     extractor = build_feature_extractor(cfg.get("feature_extractor"), cfg.data.get("channels"), device) if settings.fid else None
     loaded = load_run(cfg, device)
     model = loaded.model

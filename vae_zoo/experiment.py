@@ -20,9 +20,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from vae_zoo.checkpointing import LAST, LastCheckpoint, check_checkpoint_fits, load_checkpoint, remove_stale_temporaries
+from vae_zoo.config import flatten_config
 from vae_zoo.data.base import InMemoryDataModule
-from vae_zoo.errors import ConfigError, VaeZooError
+from vae_zoo.errors import ConfigError, Preempted, VaeZooError
+from vae_zoo.loggers import CSVLogger as HistoryCSVLogger
 from vae_zoo.models.base import ELBOModule
+from vae_zoo.run_folder import RunFolderLock, check_fresh_or_resumed, existing_run, write_run_record
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +105,7 @@ def resolve_checkpoint(cfg: DictConfig) -> Path | None:
     if ckpt_path is None:
         return None
     if ckpt_path == "last":
-        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        path = Path(cfg.paths.output_dir) / "checkpoints" / LAST
         if not path.is_file():
             log.warning("ckpt_path=last: no checkpoint in %s yet, starting from scratch.", path.parent)
             return None
@@ -117,8 +121,8 @@ def resume_wandb_run(cfg: DictConfig, checkpoint: Path | None) -> None:
     logger_cfg = cfg.get("logger") or {}
     if checkpoint is None or "wandb" not in logger_cfg or logger_cfg.wandb is None:
         return
-    # mmap: only the small pickled header is read here; Lightning reads the checkpoint for real
-    run_id = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True).get("wandb_run_id")
+    # weights_only (nothing in the file runs) and mmap (the tensors are not read): Lightning reads it for real
+    run_id = load_checkpoint(checkpoint, mmap=True).get("wandb_run_id")
     if run_id:
         with open_dict(cfg):
             cfg.logger.wandb.id = run_id
@@ -176,37 +180,102 @@ def train(cfg: DictConfig) -> TrainResult:
     """Train (and optionally test) the configured model; return the final metrics with it.
 
     The run folder ``cfg.paths.output_dir`` receives the resolved config (``config.yaml``),
-    checkpoints, the logger's files and the pictures.
+    checkpoints, the logger's files and the pictures. Before anything is written there, the
+    process of global rank 0 locks the folder (one process per run folder), refuses to start a
+    new run over an existing one, and checks that a checkpoint to resume from fits the model:
+    a refused run leaves the folder exactly as it was.
+
+    Raises:
+        VaeZooError: a user error (config, data, run folder, NaN loss), before training where
+            it can be known then.
+        Preempted: the job was told to stop (SIGTERM/SIGUSR1) and saved ``last.ckpt``.
     """
     checkpoint = resolve_checkpoint(cfg)
     resume_wandb_run(cfg, checkpoint)
     experiment = build(cfg)
     trainer, output_dir = experiment.trainer, experiment.output_dir
-    batch_semantics = {"batch_size_per_device": experiment.datamodule.batch_size, "global_batch_size": global_batch_size(experiment)}
-    if trainer.is_global_zero:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml")
-        for logger in trainer.loggers:
-            logger.log_hyperparams({**resolved, **batch_semantics})
-        log.info("Batch size %d per device; global batch %d (x %d devices x %d accumulation).",
-                 batch_semantics["batch_size_per_device"], batch_semantics["global_batch_size"],
-                 trainer.world_size, trainer.accumulate_grad_batches)
-    if trainer.world_size > 1:
-        prepare_hydra_for_ddp_children(output_dir)
-    model = torch.compile(experiment.model) if cfg.get("compile") else experiment.model
-
+    lock = RunFolderLock(output_dir) if trainer.is_global_zero else None
+    if lock is not None:
+        lock.acquire()
     try:
-        trainer.fit(model, datamodule=experiment.datamodule, ckpt_path=checkpoint)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        if cfg.get("test"):
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            results = trainer.test(model, datamodule=experiment.datamodule, ckpt_path=best or None, verbose=False)
-            metrics.update({k: float(v) for k, v in results[0].items()} if results else {})
-        if trainer.is_global_zero:
-            print_summary(experiment, metrics)
+        if lock is not None:
+            prepare_run_folder(cfg, experiment, checkpoint)
+        return _fit_and_test(cfg, experiment, checkpoint)
     finally:
         finish_wandb_runs(trainer)
+        if lock is not None:
+            lock.release()
+
+
+def prepare_run_folder(cfg: DictConfig, experiment: Experiment, checkpoint: Path | None) -> None:
+    """Rank 0, holding the folder's lock: check, then write the run's record.
+
+    The checks come first and write nothing: a new run does not overwrite an existing one, and
+    a checkpoint to resume from must fit the model this config builds (tensor names and shapes,
+    optimizers). Then stale temporary files of a killed save are removed, the metrics history is
+    reset if this run starts from scratch in a folder a killed run had logged into, and
+    ``config.yaml``, ``.hydra/`` and the loggers' hyperparameters are written.
+    """
+    trainer, output_dir = experiment.trainer, experiment.output_dir
+    resuming = checkpoint is not None or cfg.get("ckpt_path") == "last"
+    check_fresh_or_resumed(output_dir, resuming)
+    if checkpoint is not None:
+        saved = load_checkpoint(checkpoint, mmap=True)
+        check_checkpoint_fits(saved, experiment.model, checkpoint, settings_changed(cfg, checkpoint))
+        log.info("Resuming from step %s (epoch %s) of %s.", saved.get("global_step"), saved.get("epoch"), checkpoint)
+    remove_stale_temporaries(output_dir, output_dir / "checkpoints", output_dir / "csv")
+    if checkpoint is None and existing_run(output_dir):  # ckpt_path=last before any checkpoint: begin again
+        for logger in trainer.loggers:
+            if isinstance(logger, HistoryCSVLogger):
+                logger.keep_first_rows(0)
+    batch_semantics = {"batch_size_per_device": experiment.datamodule.batch_size, "global_batch_size": global_batch_size(experiment)}
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    write_run_record(cfg, resolved, output_dir)
+    for logger in trainer.loggers:
+        logger.log_hyperparams({**resolved, **batch_semantics})
+    log.info("Batch size %d per device; global batch %d (x %d devices x %d accumulation).",
+             batch_semantics["batch_size_per_device"], batch_semantics["global_batch_size"],
+             trainer.world_size, trainer.accumulate_grad_batches)
+
+
+def settings_changed(cfg: DictConfig, checkpoint: Path) -> list[str]:
+    """``key: old -> new`` for the settings of ``cfg`` that differ from the ``config.yaml`` of
+    the run ``checkpoint`` belongs to (``<run>/checkpoints/<file>``); paths and the resume
+    settings themselves are left out. Empty when that run has no ``config.yaml``."""
+    run_config = checkpoint.parent.parent / "config.yaml"
+    if not run_config.is_file():
+        return []
+    before = flatten_config(OmegaConf.load(run_config))
+    now = flatten_config(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
+    ignored = ("paths.", "ckpt_path", "trainer.max_epochs", "trainer.max_steps", "trainer.default_root_dir")
+    changed = [key for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key) and not key.startswith(ignored)]
+    changed = [key for key in changed if not any(part in key for part in ("dirpath", "save_dir"))]
+    return [f"{key}: {before.get(key, '(unset)')} -> {now.get(key, '(unset)')}" for key in changed[:8]]
+
+
+def _fit_and_test(cfg: DictConfig, experiment: Experiment, checkpoint: Path | None) -> TrainResult:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    trainer = experiment.trainer
+    if trainer.world_size > 1:
+        prepare_hydra_for_ddp_children(experiment.output_dir)
+    model = torch.compile(experiment.model) if cfg.get("compile") else experiment.model
+    last = next((callback for callback in trainer.callbacks if isinstance(callback, LastCheckpoint)), None)
+    try:
+        trainer.fit(model, datamodule=experiment.datamodule, ckpt_path=checkpoint, weights_only=True)
+    except SIGTERMException:
+        if last is None or last.stopped_by is None:
+            raise
+    if last is not None and last.stopped_by is not None:
+        name, number = last.stopped_by
+        raise Preempted(name, number, trainer.global_step, str(last.path))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if cfg.get("test"):
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
+        results = trainer.test(model, datamodule=experiment.datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
+        metrics.update({k: float(v) for k, v in results[0].items()} if results else {})
+    if trainer.is_global_zero:
+        print_summary(experiment, metrics)
     return TrainResult(metrics=metrics, experiment=experiment)
 
 
@@ -252,16 +321,18 @@ def print_summary(experiment: Experiment, metrics: dict[str, float]) -> None:
     table.add_column("value", justify="right")
     table.add_column("unit")
     for key in ("val/elbo", "val/recon", "val/kl", "val/bits_per_dim", "val/active_units", "val/perplexity", "test/elbo", "test/recon", "test/kl", "test/bits_per_dim"):
-        if key in metrics and math.isfinite(metrics[key]):
+        if key in metrics:  # NaN and inf are shown (in red), never dropped
             unit = {"bits_per_dim": "bits/dim", "active_units": "dimensions", "perplexity": "codes"}.get(key.split("/")[1], "nats/example")
-            table.add_row(key, f"{metrics[key]:.3f}", unit)
+            value = f"{metrics[key]:.3f}" if math.isfinite(metrics[key]) else f"[bold red]{metrics[key]}[/bold red]"
+            table.add_row(key, value, unit)
     console = Console()
     console.print(table)
     files = {"run folder": str(experiment.output_dir)}
-    callback = experiment.trainer.checkpoint_callback
-    if callback is not None:
-        files["best checkpoint"] = callback.best_model_path
-        files["last checkpoint"] = callback.last_model_path
+    for callback in experiment.trainer.checkpoint_callbacks:
+        if isinstance(callback, LastCheckpoint):
+            files["last checkpoint"] = str(callback.path) if callback.path.is_file() else ""
+        elif getattr(callback, "best_model_path", ""):
+            files["best checkpoint"] = callback.best_model_path
     files["images"] = str(experiment.output_dir / "images")
     files.update(log_viewing_commands(experiment))
     for name, value in files.items():

@@ -1,18 +1,26 @@
-"""Logger factories that need more than a config can say (W&B's identity and offline fallback)."""
+"""Loggers that need more than a config can say: a CSV history that survives resumes, and W&B's
+identity and offline fallback."""
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import netrc
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
-from typing import Any
-
 import lightning as L
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.utilities import rank_zero_only
+
+from vae_zoo.checkpointing import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +103,121 @@ class WandbRunIdInCheckpoint(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 checkpoint["wandb_run_id"] = logger.version
+
+
+# ------------------------------------------------------------------------ CSV history
+class MetricsHistoryWriter(ExperimentWriter):
+    """Lightning's CSV writer, changed so that ``metrics.csv`` is one history across resumes.
+
+    Lightning's writer deletes an existing ``metrics.csv`` when it starts, and rewrites the
+    file in place when a new column appears. This one keeps the file, appends to it, rewrites
+    it only atomically (temporary file, then rename), and drops a line torn by a kill while it
+    was being appended. :meth:`keep_first_rows` cuts the history back to what it held when a
+    checkpoint was written, so that the steps a resumed run replays appear once.
+    """
+
+    def __init__(self, log_dir: str) -> None:
+        super().__init__(log_dir=log_dir)
+        self.metrics_file = Path(self.metrics_file_path).resolve()
+        self.metrics_keys, rows, torn = self._read()
+        self.rows_on_disk = len(rows)
+        if torn:
+            self._rewrite(rows)
+
+    def _check_log_dir_exists(self) -> None:
+        """Keep the existing history (Lightning's writer deletes it here)."""
+
+    def _read(self) -> tuple[list[str], list[dict[str, str]], bool]:
+        """(header, complete rows, whether a torn last line was dropped) of ``metrics.csv``."""
+        if not self.metrics_file.is_file():
+            return [], [], False
+        data = self.metrics_file.read_bytes()
+        torn = bool(data) and not data.endswith(b"\n")
+        if torn:
+            data = data[: data.rfind(b"\n") + 1]
+        reader = csv.DictReader(io.StringIO(data.decode(), newline=""))
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows, torn
+
+    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
+        def write(f: Any) -> None:
+            text = io.StringIO(newline="")
+            writer = csv.DictWriter(text, fieldnames=self.metrics_keys)
+            writer.writeheader()
+            writer.writerows(rows)
+            f.write(text.getvalue().encode())
+
+        atomic_write(self.metrics_file, write)
+        self.rows_on_disk = len(rows)
+
+    def save(self) -> None:
+        if not self.metrics:
+            return
+        new_keys = self._record_new_keys()
+        if new_keys and self.metrics_file.is_file():  # a new column: rewrite with the new header
+            self._rewrite(self._read()[1] + self.metrics)
+        else:
+            fresh = not self.metrics_file.is_file()
+            with open(self.metrics_file, "a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+                if fresh:
+                    writer.writeheader()
+                writer.writerows(self.metrics)
+            self.rows_on_disk += len(self.metrics)
+        self.metrics = []
+
+    def keep_first_rows(self, count: int, source: Path | None = None) -> None:
+        """Make the history the first ``count`` rows of ``source`` (default: this file), in
+        this file; rows not yet written are dropped too."""
+        self.metrics = []
+        source = self.metrics_file if source is None else Path(source).resolve()
+        if not source.is_file() or (source == self.metrics_file and count >= self.rows_on_disk):
+            return
+        reader = csv.DictReader(io.StringIO(source.read_text(), newline=""))
+        rows = list(reader)[:count]
+        self.metrics_keys = list(reader.fieldnames or [])
+        self._rewrite(rows)
+
+
+class CSVLogger(LightningCSVLogger):
+    """Lightning's ``CSVLogger`` with a history that survives resumes (:class:`MetricsHistoryWriter`):
+    continuing a run in its folder appends to ``csv/metrics.csv`` instead of replacing it."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> MetricsHistoryWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = MetricsHistoryWriter(log_dir=self.log_dir)
+        return self._experiment
+
+    @rank_zero_only
+    def keep_first_rows(self, count: int, source: Path | None = None) -> None:
+        self.experiment.keep_first_rows(count, source)
+
+
+class MetricsHistoryInCheckpoint(L.Callback):
+    """Record in each checkpoint how many rows of ``csv/metrics.csv`` it has seen (the file is
+    flushed first), and on resume cut the history back to them: the rows a killed process logged
+    after its last checkpoint are logged again by the resumed run, so every step appears once.
+    Resuming into another folder starts that folder's history with those rows of the original."""
+
+    @staticmethod
+    def _csv_loggers(trainer: L.Trainer) -> list[CSVLogger]:
+        return [logger for logger in trainer.loggers if isinstance(logger, CSVLogger)] if trainer.is_global_zero else []
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        for logger in self._csv_loggers(trainer)[:1]:
+            logger.save()
+            checkpoint["metrics_history"] = {"file": str(logger.experiment.metrics_file), "rows": logger.experiment.rows_on_disk}
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        record = checkpoint.get("metrics_history")
+        if not record:
+            return
+        for logger in self._csv_loggers(trainer):
+            ours, source = logger.experiment.metrics_file, Path(record["file"])
+            if source == ours:
+                logger.keep_first_rows(record["rows"])
+            elif not ours.is_file() and source.is_file():
+                logger.keep_first_rows(record["rows"], source)

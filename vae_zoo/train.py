@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from vae_zoo.config import config_dir
-from vae_zoo.errors import VaeZooError, report_or_reraise
+from vae_zoo.errors import Preempted, VaeZooError, report_or_reraise
 from vae_zoo.experiment import objective, train
 
 
@@ -20,6 +20,12 @@ def main(cfg: DictConfig) -> float:
         return objective(train(cfg).metrics, cfg.optimized_metric)
     except VaeZooError as error:
         report_or_reraise(error)
+    except Preempted as stop:  # not a failure, but not finished: a non-zero status a scheduler requeues
+        from rich.console import Console
+        from rich.markup import escape
+
+        Console(stderr=True).print(f"[bold yellow]preempted:[/bold yellow] {escape(str(stop))}", soft_wrap=True, highlight=False)
+        raise SystemExit(stop.exit_code) from None
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from vae_zoo.errors import ConfigError
+from vae_zoo.errors import ConfigError, NonFiniteLossError
 from vae_zoo.likelihoods import DiagonalGaussian, Likelihood
 from vae_zoo.metrics.active_units import ACTIVE_UNIT_THRESHOLD
 from vae_zoo.metrics.example_means import ExampleMeans, variance_from_means
@@ -148,6 +148,8 @@ class ELBOModule(L.LightningModule):
         condition_dim: int = 0,
     ):
         super().__init__()
+        if not (isinstance(latent_dim, int) and latent_dim >= 1):
+            raise ConfigError(f"model.latent_dim must be a whole number >= 1, got {latent_dim!r}.")
         # objects built from the config are saved as modules/state, not as hyperparameters
         self.save_hyperparameters(
             ignore=["encoder", "decoder", "likelihood", "optimizer", "lr_scheduler", "kl_schedule", "quantizer"],
@@ -164,6 +166,9 @@ class ELBOModule(L.LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
         self.lr_scheduler_monitor = lr_scheduler_monitor
+        # the first training step whose loss was NaN/inf (-1: none yet), kept on the device so
+        # that watching every step costs no host sync; read by check_finite()
+        self.register_buffer("first_non_finite_step", torch.tensor(-1, dtype=torch.long), persistent=False)
 
     def build_nets(self, encoder: Callable[..., nn.Module], decoder: Callable[..., nn.Module]) -> None:
         """Encoder to (mean, log-variance) of z; decoder from z to the parameters of p(x|z).
@@ -270,10 +275,16 @@ class ELBOModule(L.LightningModule):
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         terms = self.batch_terms(batch)
-        self._check_finite(terms.loss)
+        self._watch_finite(terms.loss)
         self._log_terms("train", terms, batch_size=batch["image"].shape[0])
         self._log_schedule()
         return terms.loss
+
+    def on_train_epoch_end(self) -> None:
+        self.check_finite()
+
+    def on_validation_epoch_start(self) -> None:
+        self.check_finite()
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         self._accumulate("val", self.batch_terms(batch))
@@ -298,6 +309,7 @@ class ELBOModule(L.LightningModule):
             self.log("train/capacity", capacity, on_step=True, on_epoch=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_finite()  # raising here stops the save: no checkpoint of a diverged model
         checkpoint["kl_schedule"] = self.kl_schedule.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -337,6 +349,12 @@ class ELBOModule(L.LightningModule):
         means = self.epoch_means[stage].compute()
         self.epoch_means[stage].reset()
         metrics = {f"{stage}/{name}": means[name] for name in ("loss", "elbo", "recon", "kl")}
+        if stage == "val" and not bool(torch.isfinite(means["elbo"])):
+            raise NonFiniteLossError(
+                f"The validation ELBO is {float(means['elbo'])} after epoch {self.current_epoch} (step {self.global_step}) "
+                "although the training loss was finite: check the validation data and the likelihood (e.g. Gaussian "
+                "data outside its range), or lower model.optimizer.lr."
+            )
         metrics[f"{stage}/bits_per_dim"] = bits_per_dim(-means["elbo"], self.data_dim)
         if self.learned_kl:
             metrics.update({f"{stage}/kl_dim/{i}": kl for i, kl in enumerate(means["kl_per_dim"])})
@@ -359,17 +377,31 @@ class ELBOModule(L.LightningModule):
         for name, value in metrics.items():
             self.log(name, value.detach(), on_step=True, on_epoch=False, batch_size=batch_size)
 
-    def _check_finite(self, loss: Tensor) -> None:
-        """Stop with a clear message on a NaN/inf loss, checked at the logging cadence only
-        (a check every step would force a host sync)."""
-        if self.trainer.global_step % max(self.trainer.log_every_n_steps, 1) != 0:
+    def _watch_finite(self, loss: Tensor) -> None:
+        """Note the first step with a NaN/inf loss in a device flag (no host sync), and read the
+        flag at the logging cadence (:meth:`check_finite` also runs at every epoch end, before
+        validation and before every checkpoint is written)."""
+        bad = ~torch.isfinite(loss.detach())
+        flag = self.first_non_finite_step
+        flag.copy_(torch.where(bad & (flag < 0), torch.full_like(flag, self.global_step), flag))
+        if self.global_step % max(self.trainer.log_every_n_steps, 1) == 0:
+            self.check_finite()
+
+    def check_finite(self) -> None:
+        """Stop the run if a training loss was NaN/inf, naming the step it first happened at.
+
+        Raises:
+            NonFiniteLossError: with the step, where it was noticed, and what to change.
+        """
+        step = int(self.first_non_finite_step)  # one host sync, at the checking points only
+        if step < 0:
             return
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"The training loss became {loss.item()} at step {self.trainer.global_step}. "
-                "Lower model.optimizer.lr, enable gradient clipping "
-                "(trainer.gradient_clip_val=1.0), or check the data scaling for the likelihood."
-            )
+        raise NonFiniteLossError(
+            f"The training loss became NaN or infinite at step {step} (noticed at step {self.global_step}). "
+            "No checkpoint was written after it (checkpoints/last.ckpt, if any, holds the last finite state). Lower "
+            "model.optimizer.lr, lower trainer.gradient_clip_val, or check the data scaling for the likelihood, "
+            "then start again or resume with ckpt_path=last."
+        )
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())

@@ -1,0 +1,355 @@
+"""Nothing a user made is lost, and nothing a user loads runs code.
+
+Each test plays a hostile user or a failing machine against real runs (the CLI in a
+subprocess where signals, exit statuses or Hydra's own file writes matter) and checks what the
+user is left with: the run folder's files, its metrics history, its checkpoints.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import REPO, TINY_SPRITES, run_cli
+from vae_zoo.checkpointing import atomic_write, load_checkpoint
+from vae_zoo.config import compose_config
+from vae_zoo.errors import CheckpointError, ConfigError, NonFiniteLossError, RunFolderError, UntrustedFileError
+from vae_zoo.evaluation import compose_run_config, evaluate, write_samples
+from vae_zoo.experiment import build, print_summary, train
+
+TESTS = Path(__file__).resolve().parent
+STEPS_PER_EPOCH = 8  # TINY_DATA: 256 training images in batches of 32
+LOGGED_EVERY_STEP = ["trainer.log_every_n_steps=1", "test=false"]
+
+
+# ------------------------------------------------------------------------------ helpers
+class Payload:
+    """Unpickling this creates ``marker`` (through os.system, as an attacker's pickle would)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Relative path -> SHA-256 of every file under ``folder``."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def metrics_rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "csv" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def training_steps(run: Path) -> list[int]:
+    return [int(row["step"]) for row in metrics_rows(run) if row.get("train/loss")]
+
+
+def validation_epochs(run: Path) -> list[int]:
+    return [int(row["epoch"]) for row in metrics_rows(run) if row.get("val/elbo")]
+
+
+def start_train(args: list[str], cwd: Path) -> subprocess.Popen:
+    """``python -m vae_zoo.train`` in the background, as a scheduler would start it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-m", "vae_zoo.train", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(condition, timeout: float = 120.0, poll: float = 0.01) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            raise TimeoutError("the run never got there")
+        time.sleep(poll)
+
+
+def holds_lock(run: Path) -> bool:
+    lock = run / ".lock"
+    return lock.is_file() and lock.stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A finished tiny run (in-process), to be copied and tampered with."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    train(compose_config([*TINY_SPRITES, "trainer.max_epochs=1"], output_dir=run))
+    return run
+
+
+def copy_run(run: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(run, to)
+    return to
+
+
+# ------------------------------------------------------------------ loading runs no code
+def test_a_checkpoint_whose_pickle_runs_code_is_refused_everywhere(trained_run, tmp_path, monkeypatch):
+    run = copy_run(trained_run, tmp_path / "run")
+    marker = tmp_path / "pwned"
+    last = run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    checkpoint["wandb_run_id"] = Payload(marker)  # what `train logger=wandb ckpt_path=...` reads first
+    torch.save(checkpoint, last)
+    for best in (run / "checkpoints").glob("best-*.ckpt"):
+        best.unlink()
+
+    with pytest.raises(UntrustedFileError, match="posix.system"):
+        load_checkpoint(last)
+    with pytest.raises(UntrustedFileError, match="posix.system"):
+        evaluate(compose_run_config(last, ["evaluate.fid=false", "evaluate.num_importance_samples=2"], output_dir=tmp_path / "eval"))
+    with pytest.raises(UntrustedFileError, match="posix.system"):
+        write_samples(compose_run_config(last, ["num_samples=4"], output_dir=tmp_path / "samples", config_name="sample"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with pytest.raises(UntrustedFileError, match="posix.system"):
+        train(compose_config([*TINY_SPRITES, "logger=wandb", f"ckpt_path={last}"], output_dir=tmp_path / "resumed"))
+    assert not marker.exists()
+
+    # what the user sees on the command line: one line, no traceback, nothing run
+    result = subprocess.run([sys.executable, "-m", "vae_zoo.evaluate", f"ckpt_path={last}", "evaluate.fid=false"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "error:" in message and "posix.system" in message and "would run code" in message
+    assert "Traceback" not in result.stderr
+    assert not marker.exists()
+
+
+UNTRUSTED = {
+    # key in config.yaml -> node: a direct call, a trusted module's re-export, a method
+    "data.corruption": {"_target_": "torch.load", "f": "{evil}", "weights_only": False},
+    "model.likelihood": {"_target_": "vae_zoo.experiment.torch.load", "f": "{evil}", "weights_only": False},
+    "model.kl_schedule": {"_target_": "subprocess.run", "args": ["touch", "{marker}"]},
+}
+
+
+@pytest.mark.parametrize("key", sorted(UNTRUSTED))
+def test_a_run_config_naming_an_untrusted_target_is_refused(trained_run, tmp_path, key):
+    run = copy_run(trained_run, tmp_path / "run")
+    marker, evil = tmp_path / "pwned", tmp_path / "evil.pt"
+    torch.save({"x": Payload(marker)}, evil)
+    config = OmegaConf.load(run / "config.yaml")
+    node = OmegaConf.to_container(OmegaConf.create(UNTRUSTED[key]))
+    node = {k: (v.format(evil=evil, marker=marker) if isinstance(v, str) and k != "_target_" else v) for k, v in node.items()}
+    if "args" in node:
+        node["args"] = [a.format(marker=marker) for a in node["args"]]
+    OmegaConf.update(config, key, node, merge=False, force_add=True)
+    OmegaConf.save(config, run / "config.yaml")
+    for entry in (lambda: evaluate(compose_run_config(run, ["evaluate.fid=false"], output_dir=tmp_path / "eval")),
+                  lambda: write_samples(compose_run_config(run, [], output_dir=tmp_path / "samples", config_name="sample"))):
+        with pytest.raises(UntrustedFileError) as refused:
+            entry()
+        message = str(refused.value)
+        assert f"{key}._target_={UNTRUSTED[key]['_target_']}" in message and "trusted_targets=[" in message
+    assert not marker.exists()
+    # a run's own config.yaml cannot widen the trusted set: conf/evaluate.yaml composes after it
+    OmegaConf.update(config, "trusted_targets", [UNTRUSTED[key]["_target_"]], force_add=True)
+    OmegaConf.save(config, run / "config.yaml")
+    with pytest.raises(UntrustedFileError):
+        evaluate(compose_run_config(run, ["evaluate.fid=false"], output_dir=tmp_path / "eval"))
+    assert not marker.exists()
+
+
+def test_the_user_can_trust_a_target_of_their_own(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path / "run")
+    config = OmegaConf.load(run / "config.yaml")
+    config.model.kl_schedule = {"_target_": "vae_zoo_user_schedules.Constant"}
+    OmegaConf.save(config, run / "config.yaml")
+    overrides = ["evaluate.fid=false", "evaluate.num_importance_samples=2", "evaluate.disentanglement=false"]
+    with pytest.raises(UntrustedFileError, match="vae_zoo_user_schedules.Constant"):
+        evaluate(compose_run_config(run, overrides, output_dir=tmp_path / "eval"))
+    package = tmp_path / "user"
+    package.mkdir()
+    (package / "vae_zoo_user_schedules.py").write_text("from vae_zoo.schedules import KLSchedule\n\nclass Constant(KLSchedule):\n    pass\n")
+    sys.path.insert(0, str(package))
+    try:
+        report = evaluate(compose_run_config(run, [*overrides, "trusted_targets=[vae_zoo_user_schedules]"], output_dir=tmp_path / "eval"))
+    finally:
+        sys.path.remove(str(package))
+    assert report.metrics["elbo"]["value"] < 0
+
+
+# ------------------------------------------------------------------ resume keeps everything
+def test_kill_9_at_random_moments_then_resume_loses_nothing(tmp_path):
+    """Four kill -9s (two at random moments, two in the middle of writing a checkpoint), each
+    followed by the SLURM requeue command (same folder, ckpt_path=last), then a run to the end."""
+    epochs = 5
+    run = tmp_path / "run"
+    args = [*TINY_SPRITES, *LOGGED_EVERY_STEP, f"trainer.max_epochs={epochs}", f"hydra.run.dir={run}", "ckpt_path=last",
+            "trainer.plugins=[{_target_: fault_injection.SlowCheckpointIO}]"]
+    chance = random.Random(0)
+    for kill in ("random", "mid-save", "random", "mid-save"):
+        process = start_train(args, tmp_path)
+        wait_for(lambda: holds_lock(run) or process.poll() is not None)
+        if kill == "random":
+            time.sleep(chance.uniform(0.5, 4.0))
+        else:
+            wait_for(lambda: any((run / "checkpoints").glob(".*.tmp-*")) or process.poll() is not None, poll=0.002)
+            time.sleep(chance.uniform(0.0, 0.2))
+        assert process.poll() is None, process.communicate()[0][-3000:]  # it was still running when killed
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        for checkpoint in (run / "checkpoints").glob("*.ckpt"):  # every checkpoint left loads
+            assert load_checkpoint(checkpoint)["global_step"] > 0
+    leftovers = list((run / "checkpoints").glob(".*.tmp-*"))
+    assert leftovers  # a kill did land in the middle of a save
+    process = start_train(args, tmp_path)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-3000:]
+    assert not any((run / "checkpoints").glob(".*.tmp-*")) and all(not p.exists() for p in leftovers)
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == epochs * STEPS_PER_EPOCH
+    assert sorted(p.name for p in (run / "checkpoints").glob("last*.ckpt")) == ["last.ckpt"]
+    assert training_steps(run) == list(range(epochs * STEPS_PER_EPOCH))  # every step once, in order
+    assert validation_epochs(run) == list(range(epochs))
+    assert (run / "config.yaml").is_file() and (run / ".hydra" / "overrides.yaml").is_file()
+
+
+def test_sigterm_resume_sigterm_resume_restores_the_newest_step_and_a_second_process_is_refused(tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY_SPRITES, *LOGGED_EVERY_STEP, "trainer.max_epochs=1000", f"hydra.run.dir={run}", "ckpt_path=last"]
+    saved_steps = []
+    for segment in range(2):
+        process = start_train(args, tmp_path)
+        previous = load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] if saved_steps else -1
+        wait_for(lambda: (run / "checkpoints" / "last.ckpt").is_file()
+                 and load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] > previous or process.poll() is not None, poll=0.2)
+        if segment == 0:  # a second process on the same folder while the first trains
+            before = snapshot(run / "checkpoints")
+            second = run_cli([*TINY_SPRITES, f"hydra.run.dir={run}", "ckpt_path=last"], cwd=tmp_path)
+            message = " ".join(second.stderr.split())
+            assert second.returncode == 2 and f"in use by another vae_zoo process (pid {process.pid}" in message, message
+            assert "Traceback" not in second.stderr
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=120)
+        assert process.returncode == 128 + signal.SIGTERM, output[-3000:]  # "requeue me", not success
+        assert "preempted:" in output and "ckpt_path=last" in output
+        step = load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"]
+        assert step > (saved_steps[-1] if saved_steps else 0)
+        if saved_steps:
+            assert f"Resuming from step {saved_steps[-1]}" in output  # the newest step, not an older one
+        saved_steps.append(step)
+        if segment == 0:
+            assert snapshot(run / "checkpoints") != before  # the first process kept on working
+    finish = saved_steps[-1] // STEPS_PER_EPOCH + 2
+    result = run_cli([*TINY_SPRITES, *LOGGED_EVERY_STEP, f"trainer.max_epochs={finish}", f"hydra.run.dir={run}", "ckpt_path=last"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Resuming from step {saved_steps[-1]}" in result.stderr + result.stdout
+    assert training_steps(run) == list(range(finish * STEPS_PER_EPOCH))
+    assert validation_epochs(run) == list(range(finish))
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.ckpt") if not p.name.startswith("best-")) == ["last.ckpt"]
+
+
+def test_a_resume_with_a_mismatched_config_leaves_the_run_folder_byte_identical(tmp_path):
+    run = tmp_path / "run"
+    result = run_cli([*TINY_SPRITES, "trainer.max_epochs=1", f"hydra.run.dir={run}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    before = snapshot(run)
+    assert {"config.yaml", ".hydra/config.yaml", "csv/metrics.csv", "checkpoints/last.ckpt"} <= set(before)
+    result = run_cli([*TINY_SPRITES, "trainer.max_epochs=2", "model.latent_dim=6", f"hydra.run.dir={run}", "ckpt_path=last"], cwd=tmp_path)
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "does not fit the model" in message and "model.latent_dim: 4 -> 6" in message and "(8, 32) in the checkpoint" in message
+    assert snapshot(run) == before
+
+
+def test_a_new_run_over_an_existing_one_is_refused(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path / "run")
+    before = snapshot(run)
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        train(compose_config([*TINY_SPRITES, "trainer.max_epochs=1"], output_dir=run))
+    assert snapshot(run) == before
+
+
+def test_last_ckpt_is_the_newest_state_when_validation_stops_improving(tmp_path):
+    # mode=min: the best checkpoint by "val/elbo" stays at epoch 0 as the ELBO rises
+    overrides = [*TINY_SPRITES, *LOGGED_EVERY_STEP, "trainer.max_epochs=3", "callbacks.model_checkpoint.mode=min"]
+    train(compose_config(overrides, output_dir=tmp_path))
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt"))
+    assert len(names) == 2 and names[0].startswith("best-epoch000-") and names[1] == "last.ckpt"
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 3 * STEPS_PER_EPOCH
+    train(compose_config([*overrides, "trainer.max_epochs=4", "ckpt_path=last"], output_dir=tmp_path))  # in place
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt")) == names  # no last-v1, no best-…-v1
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 4 * STEPS_PER_EPOCH
+    assert training_steps(tmp_path) == list(range(4 * STEPS_PER_EPOCH))
+
+
+def test_resuming_into_a_new_folder_starts_its_history_with_the_original(trained_run, tmp_path):
+    steps = training_steps(trained_run)
+    overrides = [*TINY_SPRITES, "trainer.max_epochs=2", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}"]
+    train(compose_config(overrides, output_dir=tmp_path / "continued"))
+    continued = training_steps(tmp_path / "continued")
+    assert continued[: len(steps)] == steps and continued == sorted(set(continued))
+    assert validation_epochs(tmp_path / "continued") == [0, 1]
+
+
+# ------------------------------------------------------------------ NaN, bad input, full disk
+def test_a_nan_at_a_known_step_is_reported_at_that_step_and_never_checkpointed(tmp_path):
+    # step 11 is in epoch 1: epoch 0's checkpoints (step 8) exist and must stay the last ones
+    overrides = [*TINY_SPRITES, "trainer.max_epochs=3", "+callbacks.nan={_target_: fault_injection.NaNAtStep, step: 11}"]
+    with pytest.raises(NonFiniteLossError, match="at step 11 ") as error:
+        train(compose_config(overrides, output_dir=tmp_path))
+    assert "noticed at step 16" in str(error.value)  # before epoch 1's validation
+    for path in (tmp_path / "checkpoints").glob("*.ckpt"):
+        checkpoint = load_checkpoint(path)
+        assert checkpoint["global_step"] == STEPS_PER_EPOCH
+        assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values() if value.is_floating_point())
+    assert "nan" not in " ".join(p.name for p in (tmp_path / "checkpoints").iterdir())
+
+
+def test_the_summary_shows_nan_rather_than_dropping_it(tmp_path, capsys):
+    experiment = build(compose_config([*TINY_SPRITES], output_dir=tmp_path))
+    print_summary(experiment, {"val/elbo": float("nan"), "val/kl": 3.0})
+    printed = capsys.readouterr().out
+    assert "val/elbo" in printed and "nan" in printed and "3.000" in printed
+
+
+def test_latent_size_zero_fails_before_the_trainer_is_built(tmp_path):
+    with pytest.raises(ConfigError, match="model.latent_dim must be a whole number >= 1, got 0"):
+        build(compose_config([*TINY_SPRITES, "model.latent_dim=0"], output_dir=tmp_path))
+
+
+def test_a_full_disk_is_one_message_naming_the_folder_and_the_old_checkpoint_survives(tmp_path):
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full (Linux)")
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    atomic_write(path, lambda f: torch.save({"step": 1}, f))
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.symlink_to("/dev/full")  # every write to it fails with ENOSPC, as on a full disk
+    with pytest.raises(RunFolderError) as error:
+        atomic_write(path, lambda f: torch.save({"step": 2, "weights": torch.zeros(100_000)}, f))
+    assert str(error.value).startswith(f"No space left on the disk of {path.parent} while writing last.ckpt")
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert not temporary.exists() and not temporary.is_symlink()
+
+
+def test_a_checkpoint_with_non_finite_weights_is_never_written(tmp_path):
+    from vae_zoo.checkpointing import AtomicCheckpointIO
+
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+    with pytest.raises(CheckpointError, match="the weight w is NaN or infinite"):
+        io.save_checkpoint({"state_dict": {"w": torch.tensor([1.0, float("inf"), 0.0])}}, path)
+    assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.ones(3))
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not really a zip"])
+def test_an_empty_or_corrupt_checkpoint_is_one_clear_error(tmp_path, content):
+    path = tmp_path / "last.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="is not a readable checkpoint"):
+        load_checkpoint(path)

@@ -1,0 +1,140 @@
+"""Configs read from a run folder are built only from targets the user trusts.
+
+``evaluate`` and ``sample`` compose a run's own ``config.yaml`` and then instantiate what it
+names. A ``_target_`` is a dotted path to any callable, so a crafted ``config.yaml`` could name
+``torch.load`` with ``weights_only: false``, or ``subprocess.run``, and run code. Before
+anything is instantiated, :func:`check_trusted_targets` walks the whole composed config (every
+``_target_`` at any depth, also under ``_recursive_: false``) and admits a target only if
+
+1. its top-level package is that of a trusted module (checked on the text, before anything is
+   imported, so an untrusted package is never imported), and no part of the path is private
+   (``_name``);
+2. it resolves to a class, or to a module-level function or classmethod of the modules listed
+   for functions (not a module, not a method such as ``Trainer.save_checkpoint``);
+3. the object is *defined* in a trusted module (``obj.__module__``), so a trusted module's
+   re-export of something else (``vae_zoo.experiment.torch.load`` resolves to ``torch.load``,
+   defined in ``torch.serialization``) is refused.
+
+Trusted by default: the classes of vae_zoo and of the parts of the libraries its configs build
+from (:data:`TRUSTED_MODULES`: ``torch.optim``, ``torch.nn.modules``, Lightning's trainer,
+callbacks, loggers, plugins, strategies, accelerators and profilers, scikit-learn's
+estimators); building one of them runs its constructor only. Functions are trusted only where
+the configs use them as factories (:data:`TRUSTED_FUNCTION_MODULES`: vae_zoo's loggers, metrics,
+nets, likelihoods and schedules), not vae_zoo's plumbing (``experiment``, ``evaluation``,
+``config``, ``checkpointing``, ...), whose functions compose configs, build from them, or write
+and delete files, and could chain a config into running one it was not checked for. Anything else stops with an error that names the target and says how to
+trust it: ``trusted_targets=[my_pkg.models]`` on the command line (a module prefix or a full
+target path). ``trusted_targets`` is taken from the command line and the project's own config
+only: a run's ``config.yaml`` cannot widen it (``conf/evaluate.yaml`` composes after it).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig
+
+from vae_zoo.errors import UntrustedFileError
+
+#: Modules (and their submodules) whose classes and functions a run's config may name.
+TRUSTED_MODULES: tuple[str, ...] = (
+    "vae_zoo",
+    "torch.optim",
+    "torch.nn.modules",
+    "lightning.pytorch.trainer",
+    "lightning.pytorch.callbacks",
+    "lightning.pytorch.loggers",
+    "lightning.pytorch.plugins",
+    "lightning.pytorch.strategies",
+    "lightning.pytorch.accelerators",
+    "lightning.pytorch.profilers",
+    "sklearn.ensemble",
+    "sklearn.linear_model",
+    "sklearn.tree",
+    "sklearn.neighbors",
+    "sklearn.svm",
+)
+#: Modules whose module-level functions and classmethods a run's config may name.
+TRUSTED_FUNCTION_MODULES: tuple[str, ...] = (
+    "vae_zoo.loggers",
+    "vae_zoo.metrics",
+    "vae_zoo.nets",
+    "vae_zoo.likelihoods",
+    "vae_zoo.schedules",
+)
+
+
+def _within(name: str, prefixes: Sequence[str]) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+def iter_targets(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """(config key, target) for every ``_target_`` in ``node``, at any depth."""
+    if isinstance(node, (DictConfig, dict)):
+        items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else node.items()
+        for key, value in items:
+            where = f"{path}.{key}" if path else str(key)
+            if key == "_target_":
+                yield path or "<root>", str(value)
+            else:
+                yield from iter_targets(value, where)
+    elif isinstance(node, (ListConfig, list, tuple)):
+        for index, value in enumerate(node):
+            yield from iter_targets(value, f"{path}[{index}]")
+
+
+def why_untrusted(target: str, trusted: Sequence[str]) -> str | None:
+    """None if ``target`` may be built, else the reason it may not."""
+    if target in trusted:  # named exactly by the user: trusted as it is
+        return None
+    prefixes = (*TRUSTED_MODULES, *trusted)
+    if any(part.startswith("_") for part in target.split(".")):
+        return "it names a private object"
+    if target.split(".")[0] not in {prefix.split(".")[0] for prefix in prefixes}:
+        return "its package is not trusted"
+    from hydra.utils import get_object
+
+    try:
+        obj = get_object(target)
+    except Exception as error:  # noqa: BLE001 - an unresolvable path is simply not trusted
+        return f"it does not resolve ({type(error).__name__})"
+    if inspect.isclass(obj):
+        allowed = prefixes
+    elif inspect.ismethod(obj) and inspect.isclass(obj.__self__):  # a classmethod, e.g. from_checkpoint
+        obj, allowed = obj.__self__, (*TRUSTED_FUNCTION_MODULES, *trusted)
+    elif inspect.isfunction(obj) or inspect.isbuiltin(obj):
+        if "." in obj.__qualname__:
+            return "it is a method, not a class or a module-level function"
+        allowed = (*TRUSTED_FUNCTION_MODULES, *trusted)
+    else:
+        return f"it is a {type(obj).__name__}, not a class or function"
+    module = getattr(obj, "__module__", None) or ""
+    if not _within(module, allowed):
+        return f"it is defined in {module or 'an unknown module'}, which is not trusted for this"
+    return None
+
+
+def check_trusted_targets(cfg: DictConfig, trusted: Sequence[str] = (), source: str = "the run's config.yaml") -> None:
+    """Refuse a config naming any ``_target_`` that is not trusted, before anything is built.
+
+    Args:
+        cfg: the composed config.
+        trusted: extra module prefixes or full target paths the user trusts (``trusted_targets``).
+        source: where the config came from, for the message.
+
+    Raises:
+        UntrustedFileError: naming each refused target, its config key, the reason and the fix.
+    """
+    refused = []
+    for key, target in iter_targets(cfg):
+        reason = why_untrusted(target, list(trusted))
+        if reason is not None:
+            refused.append(f"{key}._target_={target} ({reason})")
+    if refused:
+        raise UntrustedFileError(
+            f"Not building {source}: it names targets outside the trusted set, which could run code: "
+            f"{'; '.join(refused)}. Nothing was built or run. If you trust them, say so on the command line, e.g. "
+            f"trusted_targets=[{refused[0].split('=', 1)[1].split(' ', 1)[0]}] (a module prefix or a full path)."
+        )
