@@ -44,3 +44,17 @@ class NaNAtStep(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         if trainer.global_step == self.step:
             batch["image"].fill_(float("nan"))
+
+
+class SignalAtStep(L.Callback):
+    """Send this process ``signal_name`` (e.g. SIGUSR1, what SLURM sends before a time limit)
+    at the start of global step ``step``, as a scheduler would from outside."""
+
+    def __init__(self, step: int, signal_name: str = "SIGUSR1"):
+        self.step, self.signal_name = step, signal_name
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            import signal
+
+            os.kill(os.getpid(), getattr(signal, self.signal_name))

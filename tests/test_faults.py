@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from conftest import REPO, TINY_SPRITES, run_cli
 from vae_zoo.checkpointing import atomic_write, load_checkpoint
 from vae_zoo.config import compose_config
-from vae_zoo.errors import CheckpointError, ConfigError, NonFiniteLossError, RunFolderError, UntrustedFileError
+from vae_zoo.errors import CheckpointError, ConfigError, NonFiniteLossError, Preempted, RunFolderError, UntrustedFileError
 from vae_zoo.evaluation import compose_run_config, evaluate, write_samples
 from vae_zoo.experiment import build, print_summary, train
 
@@ -251,6 +251,16 @@ def test_sigterm_resume_sigterm_resume_restores_the_newest_step_and_a_second_pro
     assert training_steps(run) == list(range(finish * STEPS_PER_EPOCH))
     assert validation_epochs(run) == list(range(finish))
     assert sorted(p.name for p in (run / "checkpoints").glob("*.ckpt") if not p.name.startswith("best-")) == ["last.ckpt"]
+
+
+def test_sigusr1_saves_the_step_it_stopped_at_and_asks_to_be_requeued(tmp_path):
+    overrides = [*TINY_SPRITES, *LOGGED_EVERY_STEP, "trainer.max_epochs=3", "+callbacks.usr1={_target_: fault_injection.SignalAtStep, step: 11}"]
+    with pytest.raises(Preempted) as stopped:
+        train(compose_config(overrides, output_dir=tmp_path))
+    assert stopped.value.exit_code == 128 + signal.SIGUSR1 and stopped.value.step == 12  # after step 11 ran
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 12
+    train(compose_config([*overrides[:-1], "ckpt_path=last"], output_dir=tmp_path))
+    assert training_steps(tmp_path) == list(range(3 * STEPS_PER_EPOCH))
 
 
 def test_a_resume_with_a_mismatched_config_leaves_the_run_folder_byte_identical(tmp_path):

@@ -219,9 +219,9 @@ class LastCheckpoint(Checkpoint):
 
     Written at the end of every training epoch (after that epoch's validation), when training
     ends (also mid-epoch, at ``max_steps``), and when the job is told to stop: SIGTERM (which
-    Lightning turns into a ``SIGTERMException`` at the next batch boundary) or SIGUSR1 (what
-    SLURM sends before a time limit; handled here unless Lightning's SLURM auto-requeue already
-    is). After a stop, :attr:`stopped_by` names the signal, and :func:`vae_zoo.experiment.train`
+    Lightning turns into a ``SIGTERMException`` at the end of the running batch) or SIGUSR1
+    (what SLURM sends before a time limit; handled here, as a SIGTERM, unless Lightning's SLURM
+    auto-requeue already handles it). After a stop, :attr:`stopped_by` names the signal, and :func:`vae_zoo.experiment.train`
     raises :class:`~vae_zoo.errors.Preempted`, so the process exits non-zero.
 
     A subclass of Lightning's ``Checkpoint``, so the trainer runs it after the other callbacks
@@ -254,14 +254,11 @@ class LastCheckpoint(Checkpoint):
             self._previous_sigusr1 = None
 
     def _on_sigusr1(self, signum: int, frame: Any) -> None:
-        self._sigusr1_received = True  # acted on between batches, never inside a step
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._sigusr1_received:
-            self._sigusr1_received = False
-            self.stopped_by = ("SIGUSR1", int(signal.SIGUSR1))
-            self.save(trainer)
-            trainer.should_stop = True
+        # Stop the way SIGTERM stops: Lightning then raises SIGTERMException at the end of the
+        # current batch, once its loop counters are consistent (a save from on_train_batch_end
+        # with trainer.should_stop resumes into the wrong epoch), and stops the DDP ranks too.
+        self._sigusr1_received = True
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save(trainer)
@@ -272,7 +269,7 @@ class LastCheckpoint(Checkpoint):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
-            self.stopped_by = ("SIGTERM", int(signal.SIGTERM))
+            self.stopped_by = ("SIGUSR1", int(signal.SIGUSR1)) if self._sigusr1_received else ("SIGTERM", int(signal.SIGTERM))
             self.save(trainer)
 
     def save(self, trainer: L.Trainer) -> None:
