@@ -21,6 +21,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
 from vae_zoo.checkpointing import atomic_write
+from vae_zoo.errors import RunFolderError
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +159,17 @@ class MetricsHistoryWriter(ExperimentWriter):
             self._rewrite(self._read()[1] + self.metrics)
         else:
             fresh = not self.metrics_file.is_file()
-            with open(self.metrics_file, "a", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
-                if fresh:
-                    writer.writeheader()
-                writer.writerows(self.metrics)
+            try:
+                with open(self.metrics_file, "a", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+                    if fresh:
+                        writer.writeheader()
+                    writer.writerows(self.metrics)
+            except OSError as error:  # a torn last line is dropped at the next start
+                raise RunFolderError(
+                    f"Could not append to {self.metrics_file} ({error.strerror or error}): free space on that disk or "
+                    "make it writable, then continue with ckpt_path=last (the history is cut back to the checkpoint)."
+                ) from None
             self.rows_on_disk += len(self.metrics)
         self.metrics = []
 
