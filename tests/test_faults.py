@@ -163,6 +163,51 @@ def test_a_run_config_naming_an_untrusted_target_is_refused(trained_run, tmp_pat
     assert not marker.exists()
 
 
+HOSTILE_FOLDERS = {
+    # what a crafted run folder adds -> what the refusal names
+    "hydra callbacks": ({"hydra": {"callbacks": {"x": {"_target_": "torch.load", "f": "{evil}", "weights_only": False}}}}, "top-level 'hydra' node"),
+    "a hidden target": ({"payload": "{{_target_: torch.load, f: {evil}, weights_only: false}}", "extra": "${{oc.create:${{payload}}}}"}, "the interpolation"),
+    "a secret copied": ({"note": "${{oc.env:HOME}}"}, "the interpolation note="),
+    "inception weights": ({"feature_extractor": {"weights_path": "{evil}"}, "data": {"channels": 1}}, "posix.system"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_FOLDERS))
+def test_a_run_folder_that_would_act_before_or_around_the_check_is_refused(trained_run, tmp_path, case):
+    run = copy_run(trained_run, tmp_path / "run")
+    marker, evil = tmp_path / "pwned", tmp_path / "evil.pt"
+    torch.save({"x": Payload(marker)}, evil)
+    addition, named = HOSTILE_FOLDERS[case]
+    text = OmegaConf.to_yaml(OmegaConf.create(addition)) if "{{" not in str(addition) else None
+    config = (run / "config.yaml").read_text()
+    if text is None:  # values with literal interpolations: write them as YAML text
+        text = "".join(f"{key}: '{value.format(evil=evil)}'\n" for key, value in addition.items())
+    else:
+        text = text.replace("'{evil}'", str(evil)).replace("{evil}", str(evil))
+    if case == "inception weights":  # merged into the existing nodes
+        merged = OmegaConf.merge(OmegaConf.create(config), OmegaConf.create(text))
+        (run / "config.yaml").write_text(OmegaConf.to_yaml(merged))
+    else:
+        (run / "config.yaml").write_text(config + text)
+    result = subprocess.run([sys.executable, "-m", "vae_zoo.evaluate", f"ckpt_path={run}", "evaluate.num_importance_samples=2",
+                             "evaluate.fid=true" if case == "inception weights" else "evaluate.fid=false"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2 and named in message, message[-2000:]
+    assert not marker.exists() and "Traceback" not in result.stderr
+
+
+def test_a_symbolic_link_where_evaluate_writes_is_refused(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path / "run")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (run / "evaluation").mkdir()
+    (run / "evaluation" / "metrics.json").symlink_to(victim)
+    with pytest.raises(UntrustedFileError, match="symbolic link"):
+        compose_run_config(run, ["evaluate.fid=false"], output_dir=run / "evaluation")
+    assert victim.read_text() == "precious"
+
+
 def test_the_user_can_trust_a_target_of_their_own(trained_run, tmp_path):
     run = copy_run(trained_run, tmp_path / "run")
     config = OmegaConf.load(run / "config.yaml")
@@ -295,6 +340,12 @@ def test_last_ckpt_is_the_newest_state_when_validation_stops_improving(tmp_path)
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt")) == names  # no last-v1, no best-…-v1
     assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 4 * STEPS_PER_EPOCH
     assert training_steps(tmp_path) == list(range(4 * STEPS_PER_EPOCH))
+
+
+def test_a_moved_run_folder_resumes_in_place_without_duplicate_rows(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path / "moved")  # the checkpoint was written in another folder
+    train(compose_config([*TINY_SPRITES, "trainer.max_epochs=2", "ckpt_path=last"], output_dir=run))
+    assert training_steps(run) == sorted(set(training_steps(run))) and validation_epochs(run) == [0, 1]
 
 
 def test_resuming_into_a_new_folder_starts_its_history_with_the_original(trained_run, tmp_path):

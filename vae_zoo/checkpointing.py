@@ -224,9 +224,11 @@ class LastCheckpoint(Checkpoint):
     auto-requeue already handles it). After a stop, :attr:`stopped_by` names the signal, and :func:`vae_zoo.experiment.train`
     raises :class:`~vae_zoo.errors.Preempted`, so the process exits non-zero.
 
-    A subclass of Lightning's ``Checkpoint``, so the trainer runs it after the other callbacks
-    (after ``ModelCheckpoint`` has recorded this epoch's best), and ``ckpt_path=last`` always
-    restores the newest step.
+    A subclass of Lightning's ``Checkpoint``: the trainer runs checkpoint callbacks after the
+    others, in the order they are listed, so with ``last_checkpoint`` listed after
+    ``model_checkpoint`` (``conf/callbacks/default.yaml``) ``last.ckpt`` records this epoch's
+    best. Under Lightning's own SLURM auto-requeue (its SIGUSR1 handler is installed first),
+    Lightning writes ``hpc_ckpt_*.ckpt`` on SIGUSR1 instead, and ``ckpt_path=last`` does not see it.
 
     Args:
         dirpath: the run's checkpoint folder.

@@ -33,13 +33,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from vae_zoo.checkpointing import load_checkpoint
 from vae_zoo.config import compose_config
 from vae_zoo.data.base import InMemoryDataModule
-from vae_zoo.errors import ConfigError, VaeZooError, report_and_exit
+from vae_zoo.errors import ConfigError, UntrustedFileError, VaeZooError, report_and_exit
 from vae_zoo.experiment import check_compatible, instantiate
 from vae_zoo.metrics import (
     ACTIVE_UNIT_THRESHOLD,
@@ -137,8 +137,46 @@ def register_run_config(run: TrainedRun) -> None:
     node = OmegaConf.load(run.config_file)
     if not isinstance(node, DictConfig):
         raise ConfigError(f"{run.config_file} is not a config mapping.")
+    check_run_folder_is_plain(run, node)
     node.run_dir = str(run.run_dir)
     ConfigStore.instance().store(group=TRAINED_RUN_GROUP, name="config", node=node, package="_global_")
+
+
+def check_run_folder_is_plain(run: TrainedRun, node: DictConfig) -> None:
+    """Refuse a run folder that could act before the trusted-target check, or redirect writes.
+
+    Training saves ``config.yaml`` fully resolved and without Hydra's own settings, so a
+    ``hydra`` or ``defaults`` node (Hydra would build ``hydra.callbacks`` and write wherever
+    ``hydra.output_subdir`` says before any check) or an interpolation (``${oc.create:...}``
+    builds a ``_target_`` the check cannot see; ``${oc.env:...}`` copies secrets into the
+    results) is not one it wrote. Nor are symbolic links where evaluate and sample write.
+
+    Raises:
+        UntrustedFileError: naming what was found.
+    """
+    found = [f"a top-level '{key}' node" for key in ("hydra", "defaults") if key in node]
+    found += [f"the interpolation {key}={value}" for key, value in _interpolations(node)][:3]
+    for folder in (run.run_dir / "evaluation", run.run_dir / "samples"):
+        links = [path for path in (folder, *folder.rglob("*")) if path.is_symlink()] if folder.exists() or folder.is_symlink() else []
+        found += [f"the symbolic link {path}" for path in links[:3]]
+    if found:
+        raise UntrustedFileError(
+            f"Not using {run.run_dir}: {'; '.join(found)}. vae_zoo's training never writes these (its config.yaml is "
+            "fully resolved and holds no Hydra settings), and they could run code or write outside the run folder. "
+            "Remove them if you made them, or re-create the run folder from its checkpoint."
+        )
+
+
+def _interpolations(node: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            value = node._get_node(key)
+            yield from _interpolations(value, f"{prefix}{key}.")
+    elif isinstance(node, ListConfig):
+        for index in range(len(node)):
+            yield from _interpolations(node._get_node(index), f"{prefix}{index}.")
+    elif OmegaConf.is_interpolation(node) or (isinstance(node._value(), str) and "${" in node._value()):
+        yield prefix[:-1], str(node._value())
 
 
 def register_run_config_from_argv(args: Sequence[str]) -> None:

@@ -198,11 +198,13 @@ def train(cfg: DictConfig) -> TrainResult:
     if lock is not None:
         lock.acquire()
     try:
-        if lock is not None:
-            prepare_run_folder(cfg, experiment, checkpoint)
-        return _fit_and_test(cfg, experiment, checkpoint)
+        try:
+            if lock is not None:
+                prepare_run_folder(cfg, experiment, checkpoint)
+            return _fit_and_test(cfg, experiment, checkpoint)
+        finally:
+            finish_wandb_runs(trainer)
     finally:
-        finish_wandb_runs(trainer)
         if lock is not None:
             lock.release()
 
@@ -285,7 +287,7 @@ def finish_wandb_runs(trainer: L.Trainer) -> None:
     if not trainer.is_global_zero:
         return
     for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:  # never start a run only to end it
             logger.experiment.finish()
 
 

@@ -107,7 +107,7 @@ class WandbRunIdInCheckpoint(L.Callback):
 
 
 # ------------------------------------------------------------------------ CSV history
-class MetricsHistoryWriter(ExperimentWriter):
+class _MetricsHistoryWriter(ExperimentWriter):  # private: built by CSVLogger only, never by a config
     """Lightning's CSV writer, changed so that ``metrics.csv`` is one history across resumes.
 
     Lightning's writer deletes an existing ``metrics.csv`` when it starts, and rewrites the
@@ -187,15 +187,15 @@ class MetricsHistoryWriter(ExperimentWriter):
 
 
 class CSVLogger(LightningCSVLogger):
-    """Lightning's ``CSVLogger`` with a history that survives resumes (:class:`MetricsHistoryWriter`):
+    """Lightning's ``CSVLogger`` with a history that survives resumes (:class:`_MetricsHistoryWriter`):
     continuing a run in its folder appends to ``csv/metrics.csv`` instead of replacing it."""
 
     @property
     @rank_zero_experiment
-    def experiment(self) -> MetricsHistoryWriter:
+    def experiment(self) -> _MetricsHistoryWriter:
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = MetricsHistoryWriter(log_dir=self.log_dir)
+            self._experiment = _MetricsHistoryWriter(log_dir=self.log_dir)
         return self._experiment
 
     @rank_zero_only
@@ -207,7 +207,11 @@ class MetricsHistoryInCheckpoint(L.Callback):
     """Record in each checkpoint how many rows of ``csv/metrics.csv`` it has seen (the file is
     flushed first), and on resume cut the history back to them: the rows a killed process logged
     after its last checkpoint are logged again by the resumed run, so every step appears once.
-    Resuming into another folder starts that folder's history with those rows of the original."""
+
+    Which history a checkpoint belongs to is read from where the checkpoint is
+    (``<run>/checkpoints/<file>``), never from a path stored in it: a moved run folder still
+    resumes in place, and a crafted checkpoint cannot name another file. Resuming into another
+    folder starts that folder's history with the original run's rows."""
 
     @staticmethod
     def _csv_loggers(trainer: L.Trainer) -> list[CSVLogger]:
@@ -216,15 +220,17 @@ class MetricsHistoryInCheckpoint(L.Callback):
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         for logger in self._csv_loggers(trainer)[:1]:
             logger.save()
-            checkpoint["metrics_history"] = {"file": str(logger.experiment.metrics_file), "rows": logger.experiment.rows_on_disk}
+            checkpoint["metrics_history"] = {"rows": logger.experiment.rows_on_disk}
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        record = checkpoint.get("metrics_history")
-        if not record:
+        rows = (checkpoint.get("metrics_history") or {}).get("rows")
+        if not isinstance(rows, int) or trainer.ckpt_path is None:
             return
+        run_folder = Path(trainer.ckpt_path).resolve().parent.parent
         for logger in self._csv_loggers(trainer):
-            ours, source = logger.experiment.metrics_file, Path(record["file"])
-            if source == ours:
-                logger.keep_first_rows(record["rows"])
-            elif not ours.is_file() and source.is_file():
-                logger.keep_first_rows(record["rows"], source)
+            ours = logger.experiment.metrics_file
+            theirs = run_folder / ours.relative_to(Path(logger.save_dir).resolve())
+            if theirs == ours:
+                logger.keep_first_rows(rows)
+            elif not ours.is_file() and theirs.is_file():
+                logger.keep_first_rows(rows, theirs)

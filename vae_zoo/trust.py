@@ -7,8 +7,9 @@ anything is instantiated, :func:`check_trusted_targets` walks the whole composed
 ``_target_`` at any depth, also under ``_recursive_: false``) and admits a target only if
 
 1. its top-level package is that of a trusted module (checked on the text, before anything is
-   imported, so an untrusted package is never imported), and no part of the path is private
-   (``_name``);
+   imported, so an untrusted package is never imported; submodules of torch, lightning,
+   sklearn and vae_zoo may be imported to resolve the path), and no part of the path is
+   private (``_name``);
 2. it resolves to a class, or to a module-level function or classmethod of the modules listed
    for functions (not a module, not a method such as ``Trainer.save_checkpoint``);
 3. the object is *defined* in a trusted module (``obj.__module__``), so a trusted module's
@@ -40,7 +41,18 @@ from vae_zoo.errors import UntrustedFileError
 
 #: Modules (and their submodules) whose classes and functions a run's config may name.
 TRUSTED_MODULES: tuple[str, ...] = (
-    "vae_zoo",
+    # vae_zoo's building blocks; not its plumbing (experiment, evaluation, config, run_folder,
+    # trust and the entry points), whose objects load, compose or write runs
+    "vae_zoo.models",
+    "vae_zoo.nets",
+    "vae_zoo.likelihoods",
+    "vae_zoo.schedules",
+    "vae_zoo.quantizers",
+    "vae_zoo.data",
+    "vae_zoo.callbacks",
+    "vae_zoo.metrics",
+    "vae_zoo.loggers",
+    "vae_zoo.checkpointing",
     "torch.optim",
     "torch.nn.modules",
     "lightning.pytorch.trainer",

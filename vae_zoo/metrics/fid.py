@@ -230,6 +230,13 @@ def inception_v3_features(
             f"The Inception-v3 weights are not in torch hub's cache ({cached}) and downloading is off. "
             f"Download {INCEPTION_WEIGHTS_URL} to that path or pass weights_path. {alternative}"
         )
+    # torch-fidelity reads the weights with torch.load(weights_only=False); a file that loads
+    # with weights_only=True holds tensors and plain values only, so that read then runs nothing
+    local = Path(weights_path) if weights_path is not None else cached
+    if local.is_file():
+        from vae_zoo.checkpointing import load_checkpoint
+
+        load_checkpoint(local)
     from torchmetrics.image.fid import NoTrainInceptionV3
 
     try:

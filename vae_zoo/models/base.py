@@ -393,8 +393,14 @@ class ELBOModule(L.LightningModule):
         Raises:
             NonFiniteLossError: with the step, where it was noticed, and what to change.
         """
-        step = int(self.first_non_finite_step)  # one host sync, at the checking points only
-        if step < 0:
+        flag = self.first_non_finite_step
+        never = torch.iinfo(flag.dtype).max
+        first = torch.where(flag < 0, torch.full_like(flag, never), flag)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # every rank checks at the same points: all stop together, none waits in a collective
+            torch.distributed.all_reduce(first, op=torch.distributed.ReduceOp.MIN)
+        step = int(first)  # one host sync, at the checking points only
+        if step == never:
             return
         raise NonFiniteLossError(
             f"The training loss became NaN or infinite at step {step} (noticed at step {self.global_step}). "
