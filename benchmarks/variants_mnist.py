@@ -60,7 +60,7 @@ def main() -> None:
                 "val/recon": metrics["val/recon"],
                 "val/kl": metrics["val/kl"],
             }
-            if experiment.model.learned_kl:
+            if experiment.model.capabilities.gaussian_posterior:
                 dm, model = experiment.datamodule, experiment.model
                 batches = (dm.on_after_batch_transfer(b, 0) for b in dm.val_dataloader())
                 row["active_units"] = f"{active_units(model, batches)}/{model.latent_dim}"

@@ -41,6 +41,7 @@ def test_default_pipeline_end_to_end(tmp_path):
 
 
 VARIANTS = ["vae", "beta_vae", "cvae", "vq_vae"]
+OBJECTIVES = ["iwae", "beta_tcvae", "factor_vae", "dip_vae"]  # the objective family on the opened base
 QUICK = [
     "data.batch_size=32",
     "trainer.max_epochs=1",
@@ -53,9 +54,9 @@ QUICK = [
 ]
 
 
-def check_variant_runs(log_dir: Path) -> None:
+def check_variant_runs(log_dir: Path, variants: list[str] = VARIANTS) -> None:
     [sweep] = sorted((log_dir / "train" / "multiruns").glob("*"))
-    for job, model in enumerate(VARIANTS):
+    for job, model in enumerate(variants):
         run = sweep / str(job)
         assert f"model: {model}" in (run / ".hydra" / "overrides.yaml").read_text().replace("- model=", "model: ")
         for kind in ("reconstructions", "prior_samples", "interpolations"):
@@ -80,6 +81,14 @@ def test_every_variant_trains_on_the_default_data(tmp_path):
     result = run_cli(["-m", f"model={','.join(VARIANTS)}", *sizes, *QUICK, "trainer.log_every_n_steps=1"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     check_variant_runs(tmp_path / "logs")
+
+
+def test_every_objective_trains_from_the_cli_with_the_vae_s_pictures(tmp_path):
+    # FactorVAE keeps its default discriminator (3 x 1000 units): small next to the conv nets
+    sizes = ["data.num_train=256", "data.num_val=64", "data.num_test=64"]
+    result = run_cli(["-m", f"model={','.join(OBJECTIVES)}", *sizes, *QUICK, "trainer.log_every_n_steps=1"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_variant_runs(tmp_path / "logs", OBJECTIVES)
 
 
 def test_every_variant_trains_on_mnist_files(tmp_path, mnist_root):

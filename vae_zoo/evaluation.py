@@ -437,7 +437,7 @@ def add_elbo_and_reconstruction(report: EvaluationReport, model: ELBOModule, bat
     mean_elbo = elbo_per_example.mean().item()
     report.add("elbo", mean_elbo, "nats/example", note="E_q[log p(x|z)] - KL, one posterior sample per example")
     report.add("recon", torch.cat(recon).double().mean().item(), "nats/example", note="-E_q[log p(x|z)]")
-    kl_note = "KL(q(z|x) || N(0, I))" if model.learned_kl else "constant: log K per latent position"
+    kl_note = "KL(q(z|x) || N(0, I))" if model.capabilities.gaussian_posterior else "constant: log K per latent position"
     report.add("kl", torch.cat(kl).double().mean().item(), "nats/example", note=kl_note)
     report.add("bits_per_dim", bits_per_dim(-mean_elbo, model.data_dim), "bits/dim", note="-ELBO / (D ln 2)", D=model.data_dim)
     report.add("mse", mse.compute().item(), "per pixel", note="mean squared error, images in [0, 1]")
@@ -462,8 +462,10 @@ def add_log_likelihood(
     log_likelihood = importance_sampled_log_likelihoods(model, batches(max_examples), num_samples, chunk_size, generator).double()
     count = len(log_likelihood)
     nll = -log_likelihood.mean().item()
+    standard_error = (log_likelihood.std() / math.sqrt(count)).item() if count > 1 else float("nan")
     elbo_same = elbo_per_example[:count].mean().item()
-    report.add("nll", nll, "nats/example", k=num_samples, num_examples=count, elbo_same_examples=elbo_same)
+    report.add("nll", nll, "nats/example", k=num_samples, num_examples=count, standard_error=standard_error,
+               elbo_same_examples=elbo_same, note="standard_error: over the examples (std / sqrt(n))")
     report.add("nll_bits_per_dim", bits_per_dim(nll, model.data_dim), "bits/dim", k=num_samples, num_examples=count)
 
 
@@ -585,8 +587,8 @@ def add_ood_detection(
     model = loaded.model
     if settings.data is not None and settings.classes is not None:
         raise ConfigError("Set one of evaluate.ood.data (another dataset) or evaluate.ood.classes (held-out labels), not both.")
-    if settings.score == "nll" and not model.learned_kl:
-        raise ConfigError(f"evaluate.ood.score=nll needs a Gaussian posterior; {type(model).__name__} has none. Use negative_elbo.")
+    if settings.score == "nll" and not model.capabilities.importance_weights:
+        raise ConfigError(f"evaluate.ood.score=nll needs a posterior with a density; {type(model).__name__} has none. Use negative_elbo.")
     if settings.classes is not None:
         first = batches.first()
         if settings.label_key not in first:
@@ -654,20 +656,21 @@ def evaluate(cfg: DictConfig) -> EvaluationReport:
     log.info("Evaluating %s on %d %s examples (%s).", run.checkpoint, batches.num_examples, settings.split, device)
     elbo_per_example = add_elbo_and_reconstruction(report, model, batches)
     gaussian_only = f"{type(model).__name__} has a deterministic categorical posterior (no density q(z|x))"
-    if not model.learned_kl:
+    if not model.capabilities.importance_weights:
         report.skip("nll", f"{gaussian_only}; its ELBO is the bound reported")
+    elif settings.num_importance_samples <= 0:
+        report.skip("nll", "evaluate.num_importance_samples=0")
+    else:
+        log.info("Importance-sampled NLL, k=%d.", settings.num_importance_samples)
+        add_log_likelihood(
+            report, model, batches, elbo_per_example, settings.num_importance_samples,
+            settings.importance_chunk_size, settings.nll_max_examples, generator,
+        )
+    if not model.capabilities.gaussian_posterior:
         report.skip("active_units", gaussian_only)
     else:
-        if settings.num_importance_samples > 0:
-            log.info("Importance-sampled NLL, k=%d.", settings.num_importance_samples)
-            add_log_likelihood(
-                report, model, batches, elbo_per_example, settings.num_importance_samples,
-                settings.importance_chunk_size, settings.nll_max_examples, generator,
-            )
-        else:
-            report.skip("nll", "evaluate.num_importance_samples=0")
         report.add("active_units", active_units(model, batches()), "dimensions", of=model.latent_dim, threshold=ACTIVE_UNIT_THRESHOLD)
-    if hasattr(model, "quantizer"):
+    if model.capabilities.codebook:
         add_codebook_usage(report, model, batches)
     if extractor is not None:
         log.info("FID with %s.", getattr(extractor, "name", type(extractor).__name__))
@@ -721,7 +724,7 @@ def write_samples(cfg: DictConfig) -> dict[str, Path]:
         Interpolations(str(output_dir), **cfg.interpolations),
         LatentTraversals(str(output_dir), **cfg.traversals),
     ]
-    trainer_view = SimpleNamespace(callback_metrics=_kl_per_dim_metrics(model, batches) if model.learned_kl else {})
+    trainer_view = SimpleNamespace(callback_metrics=_kl_per_dim_metrics(model, batches) if model.capabilities.gaussian_posterior else {})
     written = {}
     for callback in callbacks:
         if not callback.applies_to(model):

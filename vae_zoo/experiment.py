@@ -46,8 +46,8 @@ class Experiment:
 
 
 def check_compatible(datamodule: InMemoryDataModule, model: ELBOModule) -> None:
-    """The model must be built for the images the data serves, and a conditional model (one
-    with a ``label_key``) for the condition the data provides."""
+    """The model must be built for the images the data serves, and a conditional model (its
+    capabilities say so) for the condition the data provides."""
     if tuple(datamodule.image_shape) != tuple(model.image_shape):
         c, s, _ = datamodule.image_shape
         raise ConfigError(
@@ -56,9 +56,9 @@ def check_compatible(datamodule: InMemoryDataModule, model: ELBOModule) -> None:
             f"model.image_size at their defaults (${{data.channels}}, ${{data.image_size}}) or "
             f"set data.image_size / data.channels to match."
         )
-    label_key = getattr(model, "label_key", None)
-    if label_key is None:
+    if not model.capabilities.conditional:
         return
+    label_key = model.label_key
     data_name = type(datamodule).__name__
     if datamodule.num_classes is None:
         raise ConfigError(
@@ -140,8 +140,13 @@ def build(cfg: DictConfig) -> Experiment:
     datamodule.prepare_data()  # missing files fail now, before the model is built
     model: ELBOModule = instantiate(cfg.model)
     check_compatible(datamodule, model)
+    trainer_overrides = {}
+    if model.capabilities.manual_optimization and cfg.trainer.get("gradient_clip_val"):
+        # Lightning refuses trainer-level clipping with manual optimisation: the model clips its own steps
+        model.gradient_clip = (float(cfg.trainer.gradient_clip_val), cfg.trainer.get("gradient_clip_algorithm") or "norm")
+        trainer_overrides["gradient_clip_val"] = None
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=instantiate_all(cfg.get("logger")) or False
+        cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=instantiate_all(cfg.get("logger")) or False, **trainer_overrides
     )
     return Experiment(cfg=cfg, datamodule=datamodule, model=model, trainer=trainer)
 

@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from vae_zoo.callbacks.media import bar_chart, grid, log_image
-from vae_zoo.metrics import ACTIVE_UNIT_THRESHOLD
+from vae_zoo.stats import ACTIVE_UNIT_THRESHOLD
 
 
 class MediaCallback(L.Callback):
@@ -126,7 +126,7 @@ class LatentTraversals(MediaCallback):
         self.num_dims, self.num_values, self.span = num_dims, num_values, span
 
     def applies_to(self, module: L.LightningModule) -> bool:
-        return module.learned_kl
+        return module.capabilities.gaussian_posterior
 
     def render(self, trainer: L.Trainer, module: L.LightningModule) -> Tensor:
         images, condition = self.batch_on(module)
@@ -180,7 +180,7 @@ class ClassConditionalGrid(MediaCallback):
         self.samples_per_class, self.seed = samples_per_class, seed
 
     def applies_to(self, module: L.LightningModule) -> bool:
-        return getattr(module, "encoding", None) == "one_hot"
+        return module.capabilities.conditional and module.encoding == "one_hot"
 
     def render(self, trainer: L.Trainer, module: L.LightningModule) -> Tensor:
         z = module.prior_sample(self.samples_per_class, torch.Generator().manual_seed(self.seed))["z"]
@@ -200,7 +200,7 @@ class KLPerDimension(MediaCallback):
         super().__init__(dirpath, every_n_epochs, num_images=1)
 
     def applies_to(self, module: L.LightningModule) -> bool:
-        return module.learned_kl
+        return module.capabilities.gaussian_posterior
 
     def render(self, trainer: L.Trainer, module: L.LightningModule) -> Tensor:
         metrics = trainer.callback_metrics
@@ -220,7 +220,7 @@ class CodebookUsage(MediaCallback):
         super().__init__(dirpath, every_n_epochs, num_images=1)
 
     def applies_to(self, module: L.LightningModule) -> bool:
-        return hasattr(module, "quantizer")
+        return module.capabilities.codebook
 
     def render(self, trainer: L.Trainer, module: L.LightningModule) -> Tensor:
         quantizer = module.quantizer

@@ -11,7 +11,6 @@ from vae_zoo.metrics.disentanglement import (
     latent_codes_and_factors,
     mutual_information_gap,
 )
-from vae_zoo.metrics.example_means import ExampleMeans, variance_from_means
 from vae_zoo.metrics.fid import (
     ClassifierFeatureExtractor,
     FeatureExtractorUnavailableError,
@@ -19,11 +18,8 @@ from vae_zoo.metrics.fid import (
     frechet_distance,
     inception_v3_features,
 )
-from vae_zoo.metrics.likelihood import (
-    bits_per_dim,
-    importance_sampled_log_likelihood,
-    importance_sampled_log_likelihoods,
-)
+from vae_zoo.metrics.likelihood import importance_sampled_log_likelihood, importance_sampled_log_likelihoods
+from vae_zoo.stats import ExampleMeans, bits_per_dim, variance_from_means
 
 __all__ = [
     "ACTIVE_UNIT_THRESHOLD",

@@ -8,18 +8,12 @@ statistic is logged every validation epoch as ``val/active_units`` by the model 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from vae_zoo.metrics.example_means import ExampleMeans, variance_from_means
-
-if TYPE_CHECKING:  # the models import this module; a runtime import would be circular
-    from vae_zoo.models.base import ELBOModule
-
-#: Burda et al.'s threshold on Cov_x(E_q[z_u]) for a dimension to count as active.
-ACTIVE_UNIT_THRESHOLD = 0.01
+from vae_zoo.models.base import ELBOModule
+from vae_zoo.stats import ACTIVE_UNIT_THRESHOLD, ExampleMeans, variance_from_means
 
 
 @torch.no_grad()

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 from torchmetrics.functional.classification import binary_auroc, binary_average_precision
 
-if TYPE_CHECKING:  # the models import vae_zoo.metrics; a runtime import would be circular
-    from vae_zoo.models.base import ELBOModule
+from vae_zoo.models.base import ELBOModule
 
 
 @dataclass(frozen=True)

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:  # the models import vae_zoo.metrics; a runtime import would be circular
-    from vae_zoo.models.base import ELBOModule
+from vae_zoo.models.base import ELBOModule
 
 #: MIG discretises each code dimension into this many equal-width bins (Chen et al. 2018;
 #: disentanglement_lib's ``discretizer.num_bins = 20``).

@@ -23,20 +23,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:  # the models import vae_zoo.metrics; a runtime import would be circular
-    from vae_zoo.models.base import ELBOModule
+from vae_zoo.models.base import ELBOModule
+from vae_zoo.stats import bits_per_dim
 
-_LOG_2PI = math.log(2.0 * math.pi)
-
-
-def standard_normal_log_prob(z: Tensor) -> Tensor:
-    """log N(z; 0, I) summed over the last dimension: (..., latent_dim) -> (...), nats."""
-    return -0.5 * (z.pow(2) + _LOG_2PI).sum(dim=-1)
+__all__ = ["bits_per_dim", "importance_sampled_log_likelihood", "importance_sampled_log_likelihoods"]
 
 
 def _repeat_batch(t: Tensor, times: int) -> Tensor:
@@ -46,18 +40,23 @@ def _repeat_batch(t: Tensor, times: int) -> Tensor:
 
 @torch.no_grad()
 def importance_sampled_log_likelihood(
-    model: "ELBOModule",
+    model: ELBOModule,
     x: Tensor,
     condition: Tensor | None = None,
     num_samples: int = 1000,
     chunk_size: int = 100,
     generator: torch.Generator | None = None,
+    target: Tensor | None = None,
 ) -> Tensor:
     """The IWAE estimate of log p(x) for each example, in nats.
 
+    The log weights come from the model itself (:meth:`ELBOModule.log_importance_weights`),
+    so this estimator knows nothing of its posterior or prior: any model that gives log
+    weights gets a test NLL.
+
     Args:
-        model: an :class:`~vae_zoo.models.base.ELBOModule` with a Gaussian posterior
-            (``model.learned_kl`` True) and the standard normal prior.
+        model: an :class:`~vae_zoo.models.base.ELBOModule` whose capabilities include
+            ``importance_weights``.
         x: (B, C, H, W) model-ready images (float, on the model's device).
         condition: (B, condition_dim) what a conditional model is given (``model.condition(batch)``),
             or None.
@@ -67,20 +66,21 @@ def importance_sampled_log_likelihood(
             O(B * chunk_size) decoder inputs and outputs. Does not change the result.
         generator: the random generator for the posterior samples (on x's device); None uses
             torch's global one.
+        target: what p(x|z) scores (the clean image when denoising; default ``x``).
 
     Returns:
         (B,) L_K(x) = log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), in nats, in x's dtype.
         Negate it for the NLL; :func:`bits_per_dim` converts.
 
     Raises:
-        ValueError: for a model without a Gaussian posterior (VQ-VAE: ``learned_kl`` False),
-            where q(z|x) has no density to weight by, or for ``num_samples``/``chunk_size`` < 1.
+        ValueError: for a model without importance weights (VQ-VAE's deterministic categorical
+            posterior has no density q(z|x) to weight by), or ``num_samples``/``chunk_size`` < 1.
     """
-    if not getattr(model, "learned_kl", True):
+    if not model.capabilities.importance_weights:
         raise ValueError(
-            f"Importance-sampled log-likelihood needs a model with a Gaussian posterior q(z|x); "
-            f"{type(model).__name__} has a deterministic categorical posterior (learned_kl=False), "
-            "so there are no importance weights p(x|z)p(z)/q(z|x). Report its ELBO instead."
+            f"Importance-sampled log-likelihood needs a posterior with a density q(z|x); "
+            f"{type(model).__name__} has a deterministic categorical posterior, so there are no "
+            "importance weights p(x|z)p(z)/q(z|x). Report its ELBO instead."
         )
     if num_samples < 1 or chunk_size < 1:
         raise ValueError(f"num_samples and chunk_size must be >= 1, got {num_samples} and {chunk_size}.")
@@ -88,32 +88,12 @@ def importance_sampled_log_likelihood(
     model.eval()
     try:
         posterior = model.encode(x, condition)
-        # contiguous copies: the encoder's halves are strided views, slow to broadcast against
-        mu, logvar = posterior.mu.contiguous(), posterior.logvar.contiguous()
-        std = torch.exp(0.5 * logvar)
-        batch = x.shape[0]
         # log sum_k w_k over the chunks done so far, (B,); starts at log 0 = -inf
-        log_sum_weights = torch.full((batch,), -math.inf, dtype=x.dtype, device=x.device)
+        log_sum_weights = torch.full((x.shape[0],), -math.inf, dtype=x.dtype, device=x.device)
         for start in range(0, num_samples, chunk_size):
             chunk = min(chunk_size, num_samples - start)
-            # One draw per importance sample, each of shape (B, latent_dim): the random stream
-            # then does not depend on chunk_size (one (chunk, B, d) draw would reorder it).
-            noise = torch.stack(
-                [
-                    torch.randn(mu.shape, generator=generator, dtype=x.dtype, device=x.device)
-                    for _ in range(chunk)
-                ]
-            )
-            z = mu + std * noise  # (chunk, B, latent_dim)
-            # log q(z_k|x) from the standard-normal noise that made z_k: the same value as
-            # posterior.log_prob(z), without recomputing (z - mu) / std
-            log_q = -0.5 * (noise.pow(2) + logvar + _LOG_2PI).sum(dim=-1)  # (chunk, B)
-            log_prior = standard_normal_log_prob(z)  # (chunk, B): log p(z_k)
-            flat_condition = None if condition is None else _repeat_batch(condition, chunk)
-            x_params = model.decode(z.reshape(chunk * batch, -1), flat_condition)
-            log_px_z = model.likelihood.log_prob(_repeat_batch(x, chunk), x_params).reshape(chunk, batch)
-            log_weights = log_px_z + log_prior - log_q  # (chunk, B)
-            log_sum_weights = torch.logaddexp(log_sum_weights, torch.logsumexp(log_weights, dim=0))
+            log_weights = model.log_importance_weights(x, chunk, condition, target, generator, posterior=posterior).log_weights
+            log_sum_weights = torch.logaddexp(log_sum_weights, torch.logsumexp(log_weights, dim=1))
         return log_sum_weights - math.log(num_samples)
     finally:
         model.train(was_training)
@@ -140,26 +120,10 @@ def importance_sampled_log_likelihoods(
     """
     per_batch = [
         importance_sampled_log_likelihood(
-            model, batch["image"], model.condition(batch), num_samples, chunk_size, generator
+            model, batch["image"], model.condition(batch), num_samples, chunk_size, generator, batch.get("target")
         ).cpu()
         for batch in batches
     ]
     if not per_batch:
         raise ValueError("No batches to evaluate the log-likelihood on.")
     return torch.cat(per_batch)
-
-
-def bits_per_dim(nll_nats: Tensor | float, data_dim: int) -> Tensor | float:
-    """Convert a negative log-likelihood in nats per example to bits per data dimension.
-
-    Args:
-        nll_nats: NLL (or negative ELBO) in nats per example, a float or a tensor of them.
-        data_dim: D = C * H * W, the number of data dimensions of one example
-            (``model.data_dim``).
-
-    Returns:
-        nll_nats / (D ln 2), of the same type as ``nll_nats``.
-    """
-    if data_dim < 1:
-        raise ValueError(f"data_dim must be >= 1, got {data_dim}.")
-    return nll_nats / (data_dim * math.log(2.0))

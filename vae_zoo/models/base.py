@@ -12,9 +12,16 @@ Contract (see DESIGN.md):
   ``val/elbo``, ``val/recon``, ``val/kl``, ``val/loss``, ``val/bits_per_dim`` and
   ``val/kl_dim/<i>`` (likewise ``test/...``). ``val/elbo`` means the same (unweighted) thing
   for every variant, so runs compare on one chart.
-* A variant overrides only what differs: :meth:`objective` (how the terms are weighted),
-  :meth:`condition` (what a conditional model is given), and for other posteriors
-  :meth:`build_nets` / :meth:`encode` / :meth:`kl_per_example_dim` / :meth:`prior_sample`.
+* A variant overrides only what differs: :meth:`objective` (how the terms are weighted; it
+  sees the posterior, the sampled z and, on request, k importance samples), :meth:`condition`
+  (what a conditional model is given), and for other posteriors :meth:`build_nets` /
+  :meth:`encode` / :meth:`kl_per_example_dim` / :meth:`prior_sample` /
+  :meth:`log_importance_weights`.
+* One path to a likelihood: :meth:`log_importance_weights` gives log p(x, z_s) - log q(z_s|x)
+  for k posterior samples, (B, k). The IWAE objective and the test NLL estimator
+  (:mod:`vae_zoo.metrics.likelihood`) both use it, so a model that defines it gets both.
+* What a model can do is declared once, in :attr:`ELBOModule.capabilities`
+  (:class:`Capabilities`); callbacks, evaluation and the experiment ask that, never ``hasattr``.
 * The KL weighting (β, warm-up, cyclical, free bits, capacity) is one
   :class:`~vae_zoo.schedules.KLSchedule`, stepped by the trainer's global step, logged as
   ``train/beta`` / ``train/capacity`` and saved in every checkpoint.
@@ -34,13 +41,12 @@ from typing import Any
 
 import lightning as L
 import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from vae_zoo.errors import ConfigError, NonFiniteLossError
 from vae_zoo.likelihoods import DiagonalGaussian, Likelihood
-from vae_zoo.metrics.active_units import ACTIVE_UNIT_THRESHOLD
-from vae_zoo.metrics.example_means import ExampleMeans, variance_from_means
-from vae_zoo.metrics.likelihood import bits_per_dim
+from vae_zoo.stats import ACTIVE_UNIT_THRESHOLD, LOG_2PI, ExampleMeans, bits_per_dim, standard_normal_log_prob, variance_from_means
 from vae_zoo.schedules import KLSchedule
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -59,6 +65,44 @@ def nets_must_fit(model_name: str, expected: str) -> Iterator[None]:
         ) from error
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can do, declared on its class (``capabilities = Capabilities(...)``).
+
+    Attributes:
+        gaussian_posterior: q(z|x) is a diagonal Gaussian with a density (KL per dimension,
+            active units, traversals, importance sampling); False for VQ-VAE's categorical one.
+        importance_weights: :meth:`ELBOModule.log_importance_weights` applies (q(z|x) has a
+            density), so the IWAE bound and the importance-sampled test NLL exist.
+        codebook: the model has a vector-quantiser codebook (``model.quantizer``).
+        conditional: the model reads a condition from each batch (``model.label_key``,
+            ``model.encoding``, ``model.num_classes``).
+        stochastic_layers: how many layers of latent variables (1 for a single-layer VAE).
+        manual_optimization: the model steps its own optimizers (e.g. FactorVAE's
+            discriminator); the experiment then hands it the trainer's gradient clipping.
+    """
+
+    gaussian_posterior: bool = True
+    importance_weights: bool = True
+    codebook: bool = False
+    conditional: bool = False
+    stochastic_layers: int = 1
+    manual_optimization: bool = False
+
+
+@dataclass
+class ImportanceSamples:
+    """k posterior samples per example and their log importance weights.
+
+    Attributes:
+        log_weights: (B, k) log p(x, z_s) - log q(z_s|x), nats.
+        z: (k, B, latent_dim) the reparameterised samples (differentiable in the posterior).
+    """
+
+    log_weights: Tensor
+    z: Tensor
+
+
 @dataclass
 class ELBOTerms:
     """The result of one ELBO evaluation on a batch of B examples.
@@ -72,6 +116,12 @@ class ELBOTerms:
             dead codes), logged as ``<stage>/<name>``.
         latent_mean: (B, latent_dim) posterior means E_q[z|x] (Gaussian posteriors), for
             active units and traversals.
+        posterior: q(z|x) of the batch (Gaussian posteriors), for objectives that need it
+            (β-TCVAE, DIP-VAE).
+        z: (B, latent_dim) the reparameterised sample the decoder saw.
+        importance_samples: ``terms.importance_samples(k)`` draws k more posterior samples of
+            the same batch and weighs them (:meth:`ELBOModule.log_importance_weights`), for
+            multi-sample objectives (IWAE); set by :meth:`ELBOModule.elbo_terms`.
     """
 
     log_px_z: Tensor
@@ -80,6 +130,9 @@ class ELBOTerms:
     loss: Tensor | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
     latent_mean: Tensor | None = None
+    posterior: DiagonalGaussian | None = None
+    z: Tensor | None = None
+    importance_samples: Callable[..., ImportanceSamples] | None = None
 
     @property
     def recon(self) -> Tensor:
@@ -128,9 +181,8 @@ class ELBOModule(L.LightningModule):
 
     #: weight β on the KL term (the vanilla VAE's is 1; β-VAE sets its own).
     beta: float = 1.0
-    #: whether the KL depends on the data (False for VQ-VAE, whose KL is the constant log K per
-    #: latent position): then per-dimension KL and the KL schedule are not logged.
-    learned_kl: bool = True
+    #: what this model can do; a variant that differs declares its own.
+    capabilities: Capabilities = Capabilities()
 
     def __init__(
         self,
@@ -152,9 +204,12 @@ class ELBOModule(L.LightningModule):
             raise ConfigError(f"model.latent_dim must be a whole number >= 1, got {latent_dim!r}.")
         # objects built from the config are saved as modules/state, not as hyperparameters
         self.save_hyperparameters(
-            ignore=["encoder", "decoder", "likelihood", "optimizer", "lr_scheduler", "kl_schedule", "quantizer"],
+            ignore=["encoder", "decoder", "likelihood", "optimizer", "lr_scheduler", "kl_schedule", "quantizer", "discriminator_optimizer"],
             logger=False,
         )
+        for key, value in list(self.hparams.items()):  # plain values only: checkpoints load with weights_only=True
+            if isinstance(value, (DictConfig, ListConfig)):
+                self.hparams[key] = OmegaConf.to_container(value, resolve=True)
         self.latent_dim = latent_dim
         self.image_shape = (image_channels, image_size, image_size)
         self.condition_dim = condition_dim
@@ -212,13 +267,73 @@ class ELBOModule(L.LightningModule):
         """Evaluate the ELBO terms on a batch with one reparameterised sample per example.
         ``target`` is what p(x|z) scores (default ``x``; the clean image when denoising)."""
         posterior = self.encode(x, condition)
-        x_params = self.decode(posterior.rsample(), condition)
+        z = posterior.rsample()
+        x_params = self.decode(z, condition)
+
+        def importance_samples(num_samples: int, stop_posterior_gradient: bool = False) -> ImportanceSamples:
+            return self.log_importance_weights(x, num_samples, condition, target, posterior=posterior,
+                                               stop_posterior_gradient=stop_posterior_gradient)
+
         return ELBOTerms(
             log_px_z=self.likelihood.log_prob(x if target is None else target, x_params),
             kl_per_example_dim=self.kl_per_example_dim(posterior),
             x_params=x_params,
             latent_mean=posterior.mu,
+            posterior=posterior,
+            z=z,
+            importance_samples=importance_samples,
         )
+
+    def log_importance_weights(
+        self,
+        x: Tensor,
+        num_samples: int,
+        condition: Tensor | None = None,
+        target: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        posterior: DiagonalGaussian | None = None,
+        stop_posterior_gradient: bool = False,
+    ) -> ImportanceSamples:
+        """Draw ``num_samples`` = k samples z_s ~ q(z|x) per example and weigh them:
+        log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x), (B, k), nats.
+
+        The one path to a likelihood: ``logsumexp_s log w_s - log k`` is the k-sample IWAE
+        bound (Burda et al. 2016), the IWAE objective and the test NLL estimator
+        (:func:`vae_zoo.metrics.importance_sampled_log_likelihood`) both call this, and a model
+        with another posterior or prior (hierarchical, flows) overrides it to get both.
+
+        Args:
+            x: (B, C, H, W) model-ready images.
+            num_samples: k >= 1.
+            condition: what a conditional model is given.
+            target: what p(x|z) scores (default ``x``; the clean image when denoising).
+            generator: random generator for the noise (on x's device); None: the global one.
+                Noise is drawn one (B, latent_dim) sample at a time, so the stream does not
+                depend on how a caller chunks k.
+            posterior: q(z|x) if already computed (default: encode ``x``).
+            stop_posterior_gradient: evaluate log q(z_s|x) with the posterior's parameters
+                detached, so the encoder's gradient flows through z_s only (needed by DReG,
+                Tucker et al. 2019).
+        """
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+        posterior = self.encode(x, condition) if posterior is None else posterior
+        # contiguous copies: the encoder's halves are strided views, slow to broadcast against
+        mu, logvar = posterior.mu.contiguous(), posterior.logvar.contiguous()
+        noise = torch.stack([torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device) for _ in range(num_samples)])
+        z = mu + torch.exp(0.5 * logvar) * noise  # (k, B, latent_dim)
+        if stop_posterior_gradient:
+            mu_, logvar_ = mu.detach(), logvar.detach()
+            log_q = -0.5 * ((z - mu_).pow(2) * torch.exp(-logvar_) + logvar_ + LOG_2PI).sum(dim=-1)
+        else:  # the same value from the noise that made z, without recomputing (z - mu) / std
+            log_q = -0.5 * (noise.pow(2) + logvar + LOG_2PI).sum(dim=-1)  # (k, B)
+        k, batch = num_samples, x.shape[0]
+        flat_condition = None if condition is None else condition.unsqueeze(0).expand(k, *condition.shape).reshape(k * batch, -1)
+        x_params = self.decode(z.reshape(k * batch, -1), flat_condition)
+        scored = x if target is None else target
+        repeated = scored.unsqueeze(0).expand(k, *scored.shape).reshape(k * batch, *scored.shape[1:])
+        log_px_z = self.likelihood.log_prob(repeated, x_params).reshape(k, batch)
+        return ImportanceSamples(log_weights=(log_px_z + standard_normal_log_prob(z) - log_q).t(), z=z)
 
     def objective(self, terms: ELBOTerms) -> Tensor:
         """The scalar to minimise (nats per example). Each variant states its own."""
@@ -300,7 +415,7 @@ class ELBOModule(L.LightningModule):
 
     def _log_schedule(self) -> None:
         """train/beta = β·w(t) (or train/capacity = C(t) nats): Python floats, no sync."""
-        if not self.learned_kl:
+        if not self.capabilities.gaussian_posterior:
             return
         capacity = self.kl_schedule.capacity()
         if capacity is None:
@@ -319,7 +434,7 @@ class ELBOModule(L.LightningModule):
     # ----------------------------------------------------------------- logging
     def _epoch_mean_shapes(self) -> dict[str, tuple[int, ...]]:
         shapes: dict[str, tuple[int, ...]] = {"loss": (), "elbo": (), "recon": (), "kl": ()}
-        if self.learned_kl:
+        if self.capabilities.gaussian_posterior:
             dims = (self.latent_dim,)
             shapes.update(kl_per_dim=dims, latent_mean=dims, latent_mean_sq=dims)
         return shapes
@@ -334,7 +449,7 @@ class ELBOModule(L.LightningModule):
             "recon": -terms.log_px_z,
             "kl": terms.kl_per_example_dim.sum(dim=1),
         }
-        if self.learned_kl:
+        if self.capabilities.gaussian_posterior:
             values.update(
                 kl_per_dim=terms.kl_per_example_dim,
                 latent_mean=terms.latent_mean,
@@ -356,7 +471,7 @@ class ELBOModule(L.LightningModule):
                 "data outside its range), or lower model.optimizer.lr."
             )
         metrics[f"{stage}/bits_per_dim"] = bits_per_dim(-means["elbo"], self.data_dim)
-        if self.learned_kl:
+        if self.capabilities.gaussian_posterior:
             metrics.update({f"{stage}/kl_dim/{i}": kl for i, kl in enumerate(means["kl_per_dim"])})
             variance = variance_from_means(means["latent_mean"], means["latent_mean_sq"], means["count"])
             metrics[f"{stage}/active_units"] = (variance > ACTIVE_UNIT_THRESHOLD).sum().float()
@@ -410,7 +525,11 @@ class ELBOModule(L.LightningModule):
         )
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
+        return self.configure_optimizers_for(self.parameters())
+
+    def configure_optimizers_for(self, parameters: Any) -> Any:
+        """The configured optimizer (and LR scheduler) over ``parameters``."""
+        optimizer = self.optimizer_factory(parameters)
         if self.lr_scheduler_factory is None:
             return optimizer
         return {

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from vae_zoo.errors import ConfigError
 from vae_zoo.likelihoods import DiagonalGaussian
-from vae_zoo.models.base import ELBOModule, ELBOTerms
+from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms
 
 
 class ConditionalVAE(ELBOModule):
@@ -29,6 +29,8 @@ class ConditionalVAE(ELBOModule):
             attribute vectors, shape (B, num_classes)).
         **kwargs: see :class:`~vae_zoo.models.base.ELBOModule`.
     """
+
+    capabilities = Capabilities(conditional=True)
 
     def __init__(self, num_classes: int, label_key: str = "label", encoding: str = "one_hot", **kwargs: Any):
         if encoding not in ("one_hot", "multi_hot"):

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vae_zoo.models.base import ELBOModule, ELBOTerms, nets_must_fit
+from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms, nets_must_fit
 from vae_zoo.quantizers import VectorQuantizer
 
 
@@ -29,7 +29,7 @@ class VQVAE(ELBOModule):
             grid nets (:class:`~vae_zoo.nets.ConvGridEncoder`, ...).
     """
 
-    learned_kl = False
+    capabilities = Capabilities(gaussian_posterior=False, importance_weights=False, codebook=True)
 
     def __init__(self, quantizer: VectorQuantizer, commitment_cost: float = 0.25, **kwargs: Any):
         super().__init__(latent_dim=quantizer.code_dim, **kwargs)

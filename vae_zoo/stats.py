@@ -1,6 +1,9 @@
-"""Means over examples that stay exact across DDP ranks.
+"""Small statistics the models log and the metrics reuse: the lowest layer of vae_zoo.
 
-Lightning's ``self.log(..., sync_dist=True)`` averages each rank's mean, which is not the mean
+Models, metrics and callbacks import from here, and this module imports nothing of vae_zoo,
+so ``vae_zoo.models`` never imports ``vae_zoo.metrics`` (whose FID pulls in torch-fidelity).
+
+**Means over examples that stay exact across DDP ranks** (:class:`ExampleMeans`). Lightning's ``self.log(..., sync_dist=True)`` averages each rank's mean, which is not the mean
 over examples when ranks hold different numbers of them, and it cannot reduce a vector such
 as the KL per latent dimension. This torchmetrics ``Metric`` keeps per-key sums and one example
 count, which torchmetrics all-reduces (sum) at ``compute`` - once per epoch, not per step.
@@ -8,11 +11,40 @@ count, which torchmetrics all-reduces (sum) at ``compute`` - once per epoch, not
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+
+
+#: log(2 pi), for Gaussian log densities.
+LOG_2PI = math.log(2.0 * math.pi)
+
+#: Burda et al.'s (2016) threshold on Cov_x(E_q[z_u]) for a latent dimension to count as active.
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+def standard_normal_log_prob(z: Tensor) -> Tensor:
+    """log N(z; 0, I) summed over the last dimension: (..., latent_dim) -> (...), nats."""
+    return -0.5 * (z.pow(2) + LOG_2PI).sum(dim=-1)
+
+
+def bits_per_dim(nll_nats: Tensor | float, data_dim: int) -> Tensor | float:
+    """Convert a negative log-likelihood in nats per example to bits per data dimension.
+
+    Args:
+        nll_nats: NLL (or negative ELBO) in nats per example, a float or a tensor of them.
+        data_dim: D = C * H * W, the number of data dimensions of one example
+            (``model.data_dim``).
+
+    Returns:
+        nll_nats / (D ln 2), of the same type as ``nll_nats``.
+    """
+    if data_dim < 1:
+        raise ValueError(f"data_dim must be >= 1, got {data_dim}.")
+    return nll_nats / (data_dim * math.log(2.0))
 
 
 class ExampleMeans(Metric):
