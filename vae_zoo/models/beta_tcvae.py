@@ -25,7 +25,8 @@ class BetaTCVAE(ELBOModule):
     in nats per example. log q(z) and log q(z_j) are estimated on the batch (size B, from a
     training set of N examples) in log space: minibatch-weighted sampling,
     log q(z_i) ≈ logsumexp_n log q(z_i|x_n) − log(N·B), or stratified sampling (Chen et al.,
-    Appendix C.2). The three terms are logged as ``<stage>/mutual_information``,
+    Appendix C.2). A warm-up or cyclical ``kl_schedule`` scales the three weights together. The
+    three terms are logged as ``<stage>/mutual_information``,
     ``total_correlation`` and ``dimension_wise_kl``; ``val/elbo`` stays the analytic ELBO.
 
     Args:
@@ -50,7 +51,8 @@ class BetaTCVAE(ELBOModule):
     def objective(self, terms: ELBOTerms) -> Tensor:
         mi, tc, dwkl = self.kl_decomposition(terms).values()
         terms.extras.update(mutual_information=mi.detach(), total_correlation=tc.detach(), dimension_wise_kl=dwkl.detach())
-        return terms.recon + self.alpha * mi + self.tc_weight * tc + self.gamma * dwkl
+        warmup = self.kl_schedule.weight()  # a KL warm-up (kl_schedule=warmup) ramps all three
+        return terms.recon + warmup * (self.alpha * mi + self.tc_weight * tc + self.gamma * dwkl)
 
     def kl_decomposition(self, terms: ELBOTerms) -> dict[str, Tensor]:
         """MI, TC and DWKL (batch means, nats) of the batch's posterior samples ``terms.z``."""

@@ -16,7 +16,8 @@ class DIPVAE(ELBOModule):
 
     in nats per example, where Cov is the covariance of q(z) = E_x q(z|x) estimated on the
     batch: Cov_x[μ(x)] for type ``i`` (DIP-VAE-I), Cov_x[μ(x)] + E_x[diag σ²(x)] for type ``ii``
-    (the full covariance of q(z), DIP-VAE-II). The penalties are logged as
+    (the full covariance of q(z), DIP-VAE-II). A warm-up ``kl_schedule`` ramps the penalty with
+    the KL. The penalties are logged as
     ``<stage>/dip_off_diagonal`` and ``<stage>/dip_diagonal`` (unweighted).
 
     Args:
@@ -41,4 +42,5 @@ class DIPVAE(ELBOModule):
         off_diagonal = (covariance - torch.diag(diagonal)).pow(2).sum()
         on_diagonal = (diagonal - 1.0).pow(2).sum()
         terms.extras.update(dip_off_diagonal=off_diagonal.detach(), dip_diagonal=on_diagonal.detach())
-        return terms.recon + self.kl_penalty(terms) + self.lambda_od * off_diagonal + self.lambda_d * on_diagonal
+        penalty = self.lambda_od * off_diagonal + self.lambda_d * on_diagonal
+        return terms.recon + self.kl_penalty(terms) + self.kl_schedule.weight() * penalty  # a warm-up ramps both

@@ -24,7 +24,8 @@ class FactorVAE(ELBOModule):
     where the discriminator D tells samples of q(z) from samples of Π_j q(z_j) (the batch's z
     with each dimension permuted across examples) and is trained by its own optimizer to
     minimise the cross-entropy of that task. Both optimizers step every batch (Lightning's
-    manual optimisation); the trainer's gradient clipping applies to the VAE's step. Logged:
+    manual optimisation); the trainer's gradient clipping applies to the VAE's step. A warm-up
+    ``kl_schedule`` ramps γ with the KL weight. Logged:
     ``<stage>/tc_estimate`` (nats) and ``<stage>/discriminator_accuracy``.
 
     Args:
@@ -65,7 +66,7 @@ class FactorVAE(ELBOModule):
         tc_estimate = (logits[:, 0] - logits[:, 1]).mean()  # log D/(1-D) for a 2-way softmax
         terms.extras["tc_estimate"] = tc_estimate.detach()
         terms.extras["discriminator_accuracy"] = self._discriminator_accuracy(terms.z.detach(), logits.detach())
-        return terms.recon + self.kl_penalty(terms) + self.gamma * tc_estimate
+        return terms.recon + self.kl_penalty(terms) + self.kl_schedule.weight() * self.gamma * tc_estimate
 
     def _discriminator_accuracy(self, z: Tensor, logits_joint: Tensor) -> Tensor:
         logits_product = self.discriminator(permute_dims(z))
