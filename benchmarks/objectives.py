@@ -88,7 +88,8 @@ def disentanglement(args: argparse.Namespace) -> list[dict]:
             codes, factors = latent_codes_and_factors(model_, SplitBatches(experiment.datamodule, "test", model_.device)())
             mig = mutual_information_gap(factors, codes).mig
             factor = factor_vae_score(factors, codes, seed=seed).eval_accuracy
-            scores.append({"seed": seed, "mig": mig, "factor_vae": factor, "val_elbo": result.metrics["val/elbo"], "train_s": round(seconds)})
+            scores.append({"seed": seed, "mig": mig, "factor_vae": factor, "val_elbo": result.metrics["val/elbo"],
+                           "active_units": result.metrics.get("val/active_units"), "train_s": round(seconds)})
             print(json.dumps({"model": name, **scores[-1]}), flush=True)
         summary = {"model": name, "epochs": args.epochs, "seeds": list(args.seeds)}
         for key in ("mig", "factor_vae", "val_elbo"):

@@ -191,3 +191,17 @@ def test_dip_vae_penalises_the_covariance_of_q_z(dip_type):
     expected = terms.recon.item() + terms.kl.item() + 2.0 * off.sum() + 3.0 * ((np.diag(covariance) - 1) ** 2).sum()
     assert loss.item() == pytest.approx(expected, rel=1e-4)
     assert terms.extras["dip_off_diagonal"].item() == pytest.approx(off.sum(), rel=1e-4)
+
+
+@pytest.mark.parametrize("cls", [BetaTCVAE, DIPVAE, FactorVAE])
+def test_a_kl_warm_up_ramps_each_objective_s_regulariser(cls):
+    from vae_zoo.schedules import KLSchedule
+
+    extra = {"discriminator_hidden": (16,)} if cls is FactorVAE else {}
+    model = cls(kl_schedule=KLSchedule(warmup_steps=100), **extra, **TINY_MLP)
+    torch.manual_seed(0)
+    terms = model.elbo_terms(batch(24, seed=6))
+    model.kl_schedule.set_step(0)
+    assert model.objective(terms).item() == pytest.approx(terms.recon.item(), rel=1e-6)  # weight 0: reconstruction only
+    model.kl_schedule.set_step(100)
+    assert abs(model.objective(terms).item() - terms.recon.item()) > 1e-3  # full weight: the regulariser is back
