@@ -234,7 +234,7 @@ def test_kill_9_at_random_moments_then_resume_loses_nothing(tmp_path):
     epochs = 5
     run = tmp_path / "run"
     args = [*TINY_SPRITES, *LOGGED_EVERY_STEP, f"trainer.max_epochs={epochs}", f"hydra.run.dir={run}", "ckpt_path=last",
-            "trainer.plugins=[{_target_: fault_injection.SlowCheckpointIO}]"]
+            "trainer.plugins=[{_target_: fault_injection.SlowCheckpointIO}]", "trusted_targets=[fault_injection]"]
     chance = random.Random(0)
     for kill in ("random", "mid-save", "random", "mid-save"):
         process = start_train(args, tmp_path)
@@ -318,6 +318,30 @@ def test_a_resume_with_a_mismatched_config_leaves_the_run_folder_byte_identical(
     message = " ".join(result.stderr.split())
     assert result.returncode == 2, result.stderr[-3000:]
     assert "does not fit the model" in message and "model.latent_dim: 4 -> 6" in message and "(8, 32) in the checkpoint" in message
+    assert snapshot(run) == before
+
+
+def test_continuing_a_run_folder_uses_its_own_config_and_refuses_what_would_be_ignored(tmp_path):
+    run = tmp_path / "run"
+    first = run_cli([*TINY_SPRITES, "model.latent_dim=6", "kl_schedule=warmup", "trainer.max_epochs=1", f"hydra.run.dir={run}"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    # the SLURM requeue command with none of the original overrides: the run's own config is used
+    result = run_cli([f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_epochs=2"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = OmegaConf.load(run / "config.yaml")
+    assert config.model.latent_dim == 6 and config.model.kl_schedule.warmup_steps and config.data.num_train == 256
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2 * STEPS_PER_EPOCH
+    before = snapshot(run)
+    refused = run_cli([f"hydra.run.dir={run}", "ckpt_path=last", "model=beta_vae"], cwd=tmp_path)
+    message = " ".join(refused.stderr.split())
+    assert refused.returncode == 2 and "uses its own config.yaml" in message and "picks model" in message
+    marker = tmp_path / "pwned"
+    config.model.kl_schedule = {"_target_": "subprocess.run", "args": ["touch", str(marker)]}  # a crafted run folder
+    OmegaConf.save(config, run / "config.yaml")
+    refused = run_cli([f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_epochs=3"], cwd=tmp_path)
+    message = " ".join(refused.stderr.split())
+    assert refused.returncode == 2 and "model.kl_schedule._target_=subprocess.run" in message and not marker.exists()
+    before["config.yaml"] = snapshot(run)["config.yaml"]  # the one file the test itself changed
     assert snapshot(run) == before
 
 

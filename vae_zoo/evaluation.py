@@ -33,7 +33,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from vae_zoo.checkpointing import load_checkpoint
@@ -56,7 +56,7 @@ from vae_zoo.metrics import (
     ood_detection_scores,
 )
 from vae_zoo.models.base import ELBOModule
-from vae_zoo.trust import check_trusted_targets
+from vae_zoo.trust import check_trusted_targets, plain_config_problems
 
 log = logging.getLogger(__name__)
 
@@ -143,19 +143,14 @@ def register_run_config(run: TrainedRun) -> None:
 
 
 def check_run_folder_is_plain(run: TrainedRun, node: DictConfig) -> None:
-    """Refuse a run folder that could act before the trusted-target check, or redirect writes.
-
-    Training saves ``config.yaml`` fully resolved and without Hydra's own settings, so a
-    ``hydra`` or ``defaults`` node (Hydra would build ``hydra.callbacks`` and write wherever
-    ``hydra.output_subdir`` says before any check) or an interpolation (``${oc.create:...}``
-    builds a ``_target_`` the check cannot see; ``${oc.env:...}`` copies secrets into the
-    results) is not one it wrote. Nor are symbolic links where evaluate and sample write.
+    """Refuse a run folder whose ``config.yaml`` is not the plain file training writes
+    (:func:`vae_zoo.trust.plain_config_problems`), or with symbolic links where evaluate and
+    sample write.
 
     Raises:
         UntrustedFileError: naming what was found.
     """
-    found = [f"a top-level '{key}' node" for key in ("hydra", "defaults") if key in node]
-    found += [f"the interpolation {key}={value}" for key, value in _interpolations(node)][:3]
+    found = plain_config_problems(node)
     for folder in (run.run_dir / "evaluation", run.run_dir / "samples"):
         links = [path for path in (folder, *folder.rglob("*")) if path.is_symlink()] if folder.exists() or folder.is_symlink() else []
         found += [f"the symbolic link {path}" for path in links[:3]]
@@ -165,18 +160,6 @@ def check_run_folder_is_plain(run: TrainedRun, node: DictConfig) -> None:
             "fully resolved and holds no Hydra settings), and they could run code or write outside the run folder. "
             "Remove them if you made them, or re-create the run folder from its checkpoint."
         )
-
-
-def _interpolations(node: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
-    if isinstance(node, DictConfig):
-        for key in node.keys():
-            value = node._get_node(key)
-            yield from _interpolations(value, f"{prefix}{key}.")
-    elif isinstance(node, ListConfig):
-        for index in range(len(node)):
-            yield from _interpolations(node._get_node(index), f"{prefix}{index}.")
-    elif OmegaConf.is_interpolation(node) or (isinstance(node._value(), str) and "${" in node._value()):
-        yield prefix[:-1], str(node._value())
 
 
 def register_run_config_from_argv(args: Sequence[str]) -> None:

@@ -27,6 +27,7 @@ from vae_zoo.errors import ConfigError, Preempted, VaeZooError
 from vae_zoo.loggers import CSVLogger as HistoryCSVLogger
 from vae_zoo.models.base import ELBOModule
 from vae_zoo.run_folder import RunFolderLock, check_fresh_or_resumed, existing_run, write_run_record
+from vae_zoo.trust import check_trusted_targets
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,8 @@ def train(cfg: DictConfig) -> TrainResult:
             it can be known then.
         Preempted: the job was told to stop (SIGTERM/SIGUSR1) and saved ``last.ckpt``.
     """
+    if cfg.get("continued_run"):  # built from the run's config.yaml: only from trusted targets
+        check_trusted_targets(cfg, list(cfg.get("trusted_targets") or ()), source=f"the config of {cfg.continued_run} (config.yaml, with the command line)")
     checkpoint = resolve_checkpoint(cfg)
     resume_wandb_run(cfg, checkpoint)
     experiment = build(cfg)

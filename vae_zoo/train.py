@@ -1,6 +1,8 @@
 """Train a VAE: ``python -m vae_zoo.train [model=vae] [data=sprites] [key=value ...]``.
 
-A thin Hydra entry point; the work is in :func:`vae_zoo.experiment.train`.
+A thin Hydra entry point; the work is in :func:`vae_zoo.experiment.train`. Continuing a run in
+its folder (``hydra.run.dir=<run> ckpt_path=last``) composes that run's ``config.yaml`` first
+(:func:`vae_zoo.run_folder.register_continued_run_from_argv`), so only what changes is given.
 """
 
 from __future__ import annotations
@@ -8,13 +10,16 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+import sys
+
 from vae_zoo.config import config_dir
-from vae_zoo.errors import Preempted, VaeZooError, report_or_reraise
+from vae_zoo.errors import Preempted, VaeZooError, report_and_exit, report_or_reraise
 from vae_zoo.experiment import objective, train
+from vae_zoo.run_folder import register_continued_run_from_argv
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
-def main(cfg: DictConfig) -> float:
+def _main(cfg: DictConfig) -> float:
     """Returns ``cfg.optimized_metric`` (default ``val/elbo``) for sweepers such as Optuna."""
     try:
         return objective(train(cfg).metrics, cfg.optimized_metric)
@@ -26,6 +31,16 @@ def main(cfg: DictConfig) -> float:
 
         Console(stderr=True).print(f"[bold yellow]preempted:[/bold yellow] {escape(str(stop))}", soft_wrap=True, highlight=False)
         raise SystemExit(stop.exit_code) from None
+
+
+def main() -> None:
+    """Register the continued run's config (if the command continues one), then run Hydra."""
+    groups = {path.name for path in config_dir().iterdir() if path.is_dir()}
+    try:
+        register_continued_run_from_argv(sys.argv[1:], groups)
+    except VaeZooError as error:
+        report_and_exit(error)
+    _main()
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vae_zoo.errors import UntrustedFileError
 
@@ -150,3 +150,28 @@ def check_trusted_targets(cfg: DictConfig, trusted: Sequence[str] = (), source: 
             f"{'; '.join(refused)}. Nothing was built or run. If you trust them, say so on the command line, e.g. "
             f"trusted_targets=[{refused[0].split('=', 1)[1].split(' ', 1)[0]}] (a module prefix or a full path)."
         )
+
+
+def plain_config_problems(node: DictConfig) -> list[str]:
+    """What makes a run's ``config.yaml`` other than the plain file training writes (empty: none).
+
+    Training saves it fully resolved and without Hydra's own settings. A ``hydra`` or
+    ``defaults`` node would let Hydra act before any check (build ``hydra.callbacks``, write
+    wherever ``hydra.output_subdir`` says), and an interpolation is not checkable as written
+    (``${oc.create:...}`` builds a ``_target_`` the target check cannot see; ``${oc.env:...}``
+    copies secrets into the results).
+    """
+    found = [f"a top-level '{key}' node" for key in ("hydra", "defaults") if key in node]
+    found += [f"the interpolation {key}={value}" for key, value in _interpolations(node)][:3]
+    return found
+
+
+def _interpolations(node: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            yield from _interpolations(node._get_node(key), f"{prefix}{key}.")
+    elif isinstance(node, ListConfig):
+        for index in range(len(node)):
+            yield from _interpolations(node._get_node(index), f"{prefix}{index}.")
+    elif OmegaConf.is_interpolation(node) or (isinstance(node._value(), str) and "${" in node._value()):
+        yield prefix[:-1], str(node._value())
