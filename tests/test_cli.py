@@ -38,6 +38,8 @@ def test_default_pipeline_end_to_end(tmp_path):
             rows = 4 if kind == "reconstructions" else 2
             assert image.size == (4 * 34 + 2, rows * 34 + 2)
     assert "vae_zoo run summary" in result.stdout and "test/elbo" in result.stdout
+    # callbacks.progress_bar=null (TINY_RUN) means plain logs: no progress bar of any kind
+    assert "it/s" not in result.stdout + result.stderr and "Epoch 0/" not in result.stdout + result.stderr
 
 
 VARIANTS = ["vae", "beta_vae", "cvae", "vq_vae"]

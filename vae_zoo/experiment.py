@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from rich.console import Console
@@ -146,9 +147,10 @@ def build(cfg: DictConfig) -> Experiment:
         # Lightning refuses trainer-level clipping with manual optimisation: the model clips its own steps
         model.gradient_clip = (float(cfg.trainer.gradient_clip_val), cfg.trainer.get("gradient_clip_algorithm") or "norm")
         trainer_overrides["gradient_clip_val"] = None
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=instantiate_all(cfg.get("logger")) or False, **trainer_overrides
-    )
+    callbacks = instantiate_all(cfg.get("callbacks"))
+    if not any(isinstance(callback, ProgressBar) for callback in callbacks):
+        trainer_overrides["enable_progress_bar"] = False  # callbacks.progress_bar=null: plain logs, not Lightning's default bar
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_all(cfg.get("logger")) or False, **trainer_overrides)
     return Experiment(cfg=cfg, datamodule=datamodule, model=model, trainer=trainer)
 
 
