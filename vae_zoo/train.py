@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 import sys
 
 from vae_zoo.config import config_dir
+from vae_zoo.console import quiet_known_noise
 from vae_zoo.errors import Preempted, VaeZooError, report_and_exit, report_or_reraise
 from vae_zoo.experiment import objective, train
 from vae_zoo.run_folder import register_continued_run_from_argv
@@ -35,6 +36,7 @@ def _main(cfg: DictConfig) -> float:
 
 def main() -> None:
     """Register the continued run's config (if the command continues one), then run Hydra."""
+    quiet_known_noise()
     groups = {path.name for path in config_dir().iterdir() if path.is_dir()}
     try:
         register_continued_run_from_argv(sys.argv[1:], groups)
