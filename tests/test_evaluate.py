@@ -165,11 +165,21 @@ def test_overrides_apply_on_top_of_the_trained_config(sweep, tmp_path):
 
 def test_offline_inception_fails_before_any_work_and_names_the_alternatives(sweep, tmp_path, monkeypatch):
     monkeypatch.setattr("vae_zoo.metrics.fid._TORCH_FIDELITY_AVAILABLE", False)
-    cfg = compose_run_config(sweep / "0", [], output_dir=tmp_path)
+    cfg = compose_run_config(sweep / "0", ["evaluate.fid=true"], output_dir=tmp_path)  # FID required
     with pytest.raises(FeatureExtractorUnavailableError, match="evaluate.fid=false") as error:
         evaluate(cfg)
     assert "ClassifierFeatureExtractor.from_checkpoint" in str(error.value)
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_by_default_evaluate_works_offline_and_says_why_fid_was_skipped(sweep, tmp_path, monkeypatch):
+    monkeypatch.setattr("vae_zoo.metrics.fid._TORCH_FIDELITY_AVAILABLE", False)  # as without Inception's weights
+    overrides = ["evaluate.num_importance_samples=4", "evaluate.disentanglement=false"]
+    report = evaluate(compose_run_config(sweep / "0", overrides, output_dir=tmp_path))
+    assert "fid_prior" not in report.metrics and "elbo" in report.metrics
+    reason = report.skipped["fid"]
+    assert "no feature extractor available" in reason and "torch-fidelity" in reason and "evaluate.fid=true" in reason
+    assert (tmp_path / "metrics.json").is_file()
 
 
 def test_checkpoint_argument_is_checked_before_hydra_runs(tmp_path):

@@ -617,7 +617,14 @@ def evaluate(cfg: DictConfig) -> EvaluationReport:
     run = check_run_config(cfg)  # before anything is built from it
     device = resolve_device(settings.device)
     L.seed_everything(settings.seed, verbose=False)
-    extractor = build_feature_extractor(cfg.get("feature_extractor"), cfg.data.get("channels"), device) if settings.fid else None
+    extractor, fid_skipped = None, "evaluate.fid=false"
+    if settings.fid == "auto":  # FID when an extractor can be had (offline: no Inception weights), else one line why
+        try:
+            extractor = build_feature_extractor(cfg.get("feature_extractor"), cfg.data.get("channels"), device)
+        except FeatureExtractorUnavailableError as error:
+            fid_skipped = f"no feature extractor available ({str(error).split('. ')[0]}); evaluate.fid=true makes it required"
+    elif settings.fid:
+        extractor = build_feature_extractor(cfg.get("feature_extractor"), cfg.data.get("channels"), device)
     loaded = load_run(cfg, device)
     model = loaded.model
     batches = SplitBatches(loaded.datamodule, settings.split, device, settings.max_examples)
@@ -659,7 +666,7 @@ def evaluate(cfg: DictConfig) -> EvaluationReport:
         log.info("FID with %s.", getattr(extractor, "name", type(extractor).__name__))
         add_fid(report, model, batches, extractor, settings.fid_num_samples, settings.seed)
     else:
-        report.skip("fid", "evaluate.fid=false")
+        report.skip("fid", fid_skipped)
     if not settings.disentanglement:
         report.skip("disentanglement", "evaluate.disentanglement=false")
     elif "factors" not in batches.first():
