@@ -33,11 +33,6 @@ from vae_zoo.stats import bits_per_dim
 __all__ = ["bits_per_dim", "importance_sampled_log_likelihood", "importance_sampled_log_likelihoods"]
 
 
-def _repeat_batch(t: Tensor, times: int) -> Tensor:
-    """(B, ...) -> (times * B, ...), the whole batch repeated ``times`` times (sample-major)."""
-    return t.unsqueeze(0).expand(times, *t.shape).reshape(times * t.shape[0], *t.shape[1:])
-
-
 @torch.no_grad()
 def importance_sampled_log_likelihood(
     model: ELBOModule,

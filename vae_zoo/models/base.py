@@ -53,6 +53,11 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
 
+def _repeat_batch(t: Tensor, times: int) -> Tensor:
+    """(B, ...) -> (times * B, ...), the whole batch repeated ``times`` times (sample-major)."""
+    return t.unsqueeze(0).expand(times, *t.shape).reshape(times * t.shape[0], *t.shape[1:])
+
+
 @contextmanager
 def nets_must_fit(model_name: str, expected: str) -> Iterator[None]:
     """Turn a net factory's ``TypeError`` about its shape arguments into a config error."""
@@ -323,16 +328,13 @@ class ELBOModule(L.LightningModule):
         noise = torch.stack([torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device) for _ in range(num_samples)])
         z = mu + torch.exp(0.5 * logvar) * noise  # (k, B, latent_dim)
         if stop_posterior_gradient:
-            mu_, logvar_ = mu.detach(), logvar.detach()
-            log_q = -0.5 * ((z - mu_).pow(2) * torch.exp(-logvar_) + logvar_ + LOG_2PI).sum(dim=-1)
+            log_q = DiagonalGaussian(mu.detach(), logvar.detach()).log_prob(z)  # (k, B)
         else:  # the same value from the noise that made z, without recomputing (z - mu) / std
             log_q = -0.5 * (noise.pow(2) + logvar + LOG_2PI).sum(dim=-1)  # (k, B)
         k, batch = num_samples, x.shape[0]
-        flat_condition = None if condition is None else condition.unsqueeze(0).expand(k, *condition.shape).reshape(k * batch, -1)
+        flat_condition = None if condition is None else _repeat_batch(condition, k)
         x_params = self.decode(z.reshape(k * batch, -1), flat_condition)
-        scored = x if target is None else target
-        repeated = scored.unsqueeze(0).expand(k, *scored.shape).reshape(k * batch, *scored.shape[1:])
-        log_px_z = self.likelihood.log_prob(repeated, x_params).reshape(k, batch)
+        log_px_z = self.likelihood.log_prob(_repeat_batch(x if target is None else target, k), x_params).reshape(k, batch)
         return ImportanceSamples(log_weights=(log_px_z + standard_normal_log_prob(z) - log_q).t(), z=z)
 
     def objective(self, terms: ELBOTerms) -> Tensor:
