@@ -118,13 +118,13 @@ def resolve_checkpoint(cfg: DictConfig) -> Path | None:
     return path
 
 
-def resume_wandb_run(cfg: DictConfig, checkpoint: Path | None) -> None:
-    """Continue the W&B run a checkpoint was written by (same run id, W&B ``resume``)."""
+def resume_wandb_run(cfg: DictConfig, saved: dict[str, Any] | None) -> None:
+    """Continue the W&B run the checkpoint ``saved`` (as :func:`load_checkpoint` read it) was
+    written by: the same run id, W&B ``resume``."""
     logger_cfg = cfg.get("logger") or {}
-    if checkpoint is None or "wandb" not in logger_cfg or logger_cfg.wandb is None:
+    if saved is None or "wandb" not in logger_cfg or logger_cfg.wandb is None:
         return
-    # weights_only (nothing in the file runs) and mmap (the tensors are not read): Lightning reads it for real
-    run_id = load_checkpoint(checkpoint, mmap=True).get("wandb_run_id")
+    run_id = saved.get("wandb_run_id")
     if run_id:
         with open_dict(cfg):
             cfg.logger.wandb.id = run_id
@@ -201,7 +201,10 @@ def train(cfg: DictConfig) -> TrainResult:
     if cfg.get("continued_run"):  # built from the run's config.yaml: only from trusted targets
         check_trusted_targets(cfg, list(cfg.get("trusted_targets") or ()), source=f"the config of {cfg.continued_run} (config.yaml, with the command line)")
     checkpoint = resolve_checkpoint(cfg)
-    resume_wandb_run(cfg, checkpoint)
+    # read once, weights_only (nothing in the file runs) and mmap (the tensors are not read):
+    # for the W&B run id and the resume check; Lightning reads it for real
+    saved = load_checkpoint(checkpoint, mmap=True) if checkpoint is not None else None
+    resume_wandb_run(cfg, saved)
     experiment = build(cfg)
     trainer, output_dir = experiment.trainer, experiment.output_dir
     lock = RunFolderLock(output_dir) if trainer.is_global_zero else None
@@ -210,7 +213,7 @@ def train(cfg: DictConfig) -> TrainResult:
     try:
         try:
             if lock is not None:
-                prepare_run_folder(cfg, experiment, checkpoint)
+                prepare_run_folder(cfg, experiment, checkpoint, saved)
             return _fit_and_test(cfg, experiment, checkpoint)
         finally:
             finish_wandb_runs(trainer)
@@ -219,20 +222,20 @@ def train(cfg: DictConfig) -> TrainResult:
             lock.release()
 
 
-def prepare_run_folder(cfg: DictConfig, experiment: Experiment, checkpoint: Path | None) -> None:
+def prepare_run_folder(cfg: DictConfig, experiment: Experiment, checkpoint: Path | None, saved: dict[str, Any] | None) -> None:
     """Rank 0, holding the folder's lock: check, then write the run's record.
 
     The checks come first and write nothing: a new run does not overwrite an existing one, and
     a checkpoint to resume from must fit the model this config builds (tensor names and shapes,
     optimizers). Then stale temporary files of a killed save are removed, the metrics history is
     reset if this run starts from scratch in a folder a killed run had logged into, and
-    ``config.yaml``, ``.hydra/`` and the loggers' hyperparameters are written.
+    ``config.yaml``, ``.hydra/`` and the loggers' hyperparameters are written. ``saved`` is
+    the checkpoint to resume from as :func:`load_checkpoint` read it (None: a fresh start).
     """
     trainer, output_dir = experiment.trainer, experiment.output_dir
     resuming = checkpoint is not None or cfg.get("ckpt_path") == "last"
     check_fresh_or_resumed(output_dir, resuming)
     if checkpoint is not None:
-        saved = load_checkpoint(checkpoint, mmap=True)
         check_checkpoint_fits(saved, experiment.model, checkpoint, settings_changed(cfg, checkpoint))
         log.info("Resuming from step %s (epoch %s) of %s.", saved.get("global_step"), saved.get("epoch"), checkpoint)
     remove_stale_temporaries(output_dir, output_dir / "checkpoints", output_dir / "csv")
