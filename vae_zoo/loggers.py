@@ -120,7 +120,7 @@ class _MetricsHistoryWriter(ExperimentWriter):  # private: built by CSVLogger on
     def __init__(self, log_dir: str) -> None:
         super().__init__(log_dir=log_dir)
         self.metrics_file = Path(self.metrics_file_path).resolve()
-        self.metrics_keys, rows, torn = self._read()
+        self.metrics_keys, rows, torn = self._read(self.metrics_file)
         self.rows_on_disk = len(rows)
         if torn:
             self._rewrite(rows)
@@ -128,11 +128,12 @@ class _MetricsHistoryWriter(ExperimentWriter):  # private: built by CSVLogger on
     def _check_log_dir_exists(self) -> None:
         """Keep the existing history (Lightning's writer deletes it here)."""
 
-    def _read(self) -> tuple[list[str], list[dict[str, str]], bool]:
-        """(header, complete rows, whether a torn last line was dropped) of ``metrics.csv``."""
-        if not self.metrics_file.is_file():
+    @staticmethod
+    def _read(path: Path) -> tuple[list[str], list[dict[str, str]], bool]:
+        """(header, complete rows, whether a torn last line was dropped) of a ``metrics.csv``."""
+        if not path.is_file():
             return [], [], False
-        data = self.metrics_file.read_bytes()
+        data = path.read_bytes()
         torn = bool(data) and not data.endswith(b"\n")
         if torn:
             data = data[: data.rfind(b"\n") + 1]
@@ -156,7 +157,7 @@ class _MetricsHistoryWriter(ExperimentWriter):  # private: built by CSVLogger on
             return
         new_keys = self._record_new_keys()
         if new_keys and self.metrics_file.is_file():  # a new column: rewrite with the new header
-            self._rewrite(self._read()[1] + self.metrics)
+            self._rewrite(self._read(self.metrics_file)[1] + self.metrics)
         else:
             fresh = not self.metrics_file.is_file()
             try:
@@ -180,10 +181,8 @@ class _MetricsHistoryWriter(ExperimentWriter):  # private: built by CSVLogger on
         source = self.metrics_file if source is None else Path(source).resolve()
         if not source.is_file() or (source == self.metrics_file and count >= self.rows_on_disk):
             return
-        reader = csv.DictReader(io.StringIO(source.read_text(), newline=""))
-        rows = list(reader)[:count]
-        self.metrics_keys = list(reader.fieldnames or [])
-        self._rewrite(rows)
+        self.metrics_keys, rows, _ = self._read(source)
+        self._rewrite(rows[:count])
 
 
 class CSVLogger(LightningCSVLogger):
