@@ -618,13 +618,13 @@ def evaluate(cfg: DictConfig) -> EvaluationReport:
     device = resolve_device(settings.device)
     L.seed_everything(settings.seed, verbose=False)
     extractor, fid_skipped = None, "evaluate.fid=false"
-    if settings.fid == "auto":  # FID when an extractor can be had (offline: no Inception weights), else one line why
+    if settings.fid:  # true: required; auto: when an extractor can be had (offline: no Inception weights), else one line why
         try:
             extractor = build_feature_extractor(cfg.get("feature_extractor"), cfg.data.get("channels"), device)
         except FeatureExtractorUnavailableError as error:
+            if settings.fid != "auto":
+                raise
             fid_skipped = f"no feature extractor available ({str(error).split('. ')[0]}); evaluate.fid=true makes it required"
-    elif settings.fid:
-        extractor = build_feature_extractor(cfg.get("feature_extractor"), cfg.data.get("channels"), device)
     loaded = load_run(cfg, device)
     model = loaded.model
     batches = SplitBatches(loaded.datamodule, settings.split, device, settings.max_examples)
