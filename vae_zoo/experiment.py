@@ -3,6 +3,7 @@ these, and tests call them directly (no command line needed)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -207,19 +208,13 @@ def train(cfg: DictConfig) -> TrainResult:
     resume_wandb_run(cfg, saved)
     experiment = build(cfg)
     trainer, output_dir = experiment.trainer, experiment.output_dir
-    lock = RunFolderLock(output_dir) if trainer.is_global_zero else None
-    if lock is not None:
-        lock.acquire()
-    try:
+    with RunFolderLock(output_dir) if trainer.is_global_zero else contextlib.nullcontext():
         try:
-            if lock is not None:
+            if trainer.is_global_zero:
                 prepare_run_folder(cfg, experiment, checkpoint, saved)
             return _fit_and_test(cfg, experiment, checkpoint)
         finally:
             finish_wandb_runs(trainer)
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 def prepare_run_folder(cfg: DictConfig, experiment: Experiment, checkpoint: Path | None, saved: dict[str, Any] | None) -> None:
