@@ -65,20 +65,19 @@ class FactorVAE(ELBOModule):
         logits = self.discriminator(terms.z)
         tc_estimate = (logits[:, 0] - logits[:, 1]).mean()  # log D/(1-D) for a 2-way softmax
         terms.extras["tc_estimate"] = tc_estimate.detach()
-        terms.extras["discriminator_accuracy"] = self._discriminator_accuracy(terms.z.detach(), logits.detach())
+        if not self.training:  # in training, the discriminator's own step measures its accuracy
+            terms.extras["discriminator_accuracy"] = self.discriminator_terms(terms.z)[1]
         return terms.recon + self.kl_penalty(terms) + self.kl_schedule.weight() * self.gamma * tc_estimate
 
-    def _discriminator_accuracy(self, z: Tensor, logits_joint: Tensor) -> Tensor:
-        logits_product = self.discriminator(permute_dims(z))
-        correct = (logits_joint.argmax(1) == 0).float().sum() + (logits_product.argmax(1) == 1).float().sum()
-        return correct / (2 * len(z))
-
-    def discriminator_loss(self, z: Tensor) -> Tensor:
-        """Cross-entropy of telling z ~ q(z) (class 0) from permuted z ~ Π_j q(z_j) (class 1)."""
+    def discriminator_terms(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-entropy of telling z ~ q(z) (class 0) from permuted z ~ Π_j q(z_j) (class 1),
+        and the discriminator's accuracy at it (detached)."""
         z = z.detach()
         joint, product = self.discriminator(z), self.discriminator(permute_dims(z))
         zeros = torch.zeros(len(z), dtype=torch.long, device=z.device)
-        return 0.5 * (F.cross_entropy(joint, zeros) + F.cross_entropy(product, zeros + 1))
+        loss = 0.5 * (F.cross_entropy(joint, zeros) + F.cross_entropy(product, zeros + 1))
+        correct = (joint.argmax(1) == 0).float().sum() + (product.argmax(1) == 1).float().sum()
+        return loss, (correct / (2 * len(z))).detach()
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         vae_optimizer, discriminator_optimizer = self.optimizers()
@@ -89,11 +88,11 @@ class FactorVAE(ELBOModule):
         if self.gradient_clip is not None:
             self.clip_gradients(vae_optimizer, gradient_clip_val=self.gradient_clip[0], gradient_clip_algorithm=self.gradient_clip[1])
         vae_optimizer.step()
-        discriminator_loss = self.discriminator_loss(terms.z)
+        discriminator_loss, accuracy = self.discriminator_terms(terms.z)
         discriminator_optimizer.zero_grad()  # also drops what the VAE loss left on D's weights
         self.manual_backward(discriminator_loss)
         discriminator_optimizer.step()
-        terms.extras["discriminator_loss"] = discriminator_loss.detach()
+        terms.extras.update(discriminator_loss=discriminator_loss.detach(), discriminator_accuracy=accuracy)
         self._log_terms("train", terms, batch_size=batch["image"].shape[0])
         self._log_schedule()
         return terms.loss
