@@ -40,9 +40,20 @@ def test_default_pipeline_end_to_end(tmp_path):
     assert "vae_zoo run summary" in result.stdout and "test/elbo" in result.stdout
     # callbacks.progress_bar=null (TINY_RUN) means plain logs: no progress bar of any kind
     assert "it/s" not in result.stdout + result.stderr and "Epoch 0/" not in result.stdout + result.stderr
-    # Lightning's messages known not to apply are silenced (vae_zoo.console), one by one
-    for noise in ("LeafSpec", "litlogger", "does not have many workers"):
-        assert noise not in result.stdout + result.stderr, noise
+    # Lightning's messages known not to apply are silenced (vae_zoo.console), one by one; the
+    # model summary is our one line, not a table whose FLOPs column is all 0
+    console = result.stdout + result.stderr
+    for noise in ("LeafSpec", "litlogger", "does not have many workers", "sync_dist", "FLOPs", "INFO:", "[lightning."):
+        assert noise not in console, noise
+    assert console.count("GPU available") == 1  # each Lightning message once (not also via the root logger)
+    assert "VAE: " in console and "trainable parameters (encoder" in console
+    # the summary is complete, and train.log holds the whole console, in plain text
+    for line in ("run folder:", "best checkpoint:", "last checkpoint:", "images:"):
+        assert line in result.stdout, line
+    log = (run / "train.log").read_text()
+    for line in ("Seed set to 0", "GPU available", "Batch size 32 per device", "vae_zoo run summary", "test/elbo", "last checkpoint:"):
+        assert line in log, line
+    assert "\x1b" not in log
 
 
 VARIANTS = ["vae", "beta_vae", "cvae", "vq_vae"]

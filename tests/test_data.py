@@ -1,6 +1,5 @@
 """In-memory data: real file formats, splits, dtypes, batching and the error messages."""
 
-from pathlib import Path
 
 import pytest
 import torch

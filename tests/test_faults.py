@@ -21,11 +21,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import REPO, TINY_SPRITES, run_cli
-from vae_zoo.checkpointing import atomic_write, load_checkpoint
+from conftest import TINY_SPRITES, run_cli
+from vae_zoo.checkpointing import load_checkpoint
+from vae_zoo.run_folder import atomic_write
 from vae_zoo.config import compose_config
 from vae_zoo.errors import CheckpointError, ConfigError, NonFiniteLossError, Preempted, RunFolderError, UntrustedFileError
-from vae_zoo.evaluation import compose_run_config, evaluate, write_samples
+from vae_zoo.evaluation import evaluate, write_samples
+from vae_zoo.run_config import compose_run_config
 from vae_zoo.experiment import build, print_summary, train
 
 TESTS = Path(__file__).resolve().parent

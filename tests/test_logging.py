@@ -1,7 +1,6 @@
 """What a run shows, checked in the files the loggers wrote (no mocks of wandb or TensorBoard)."""
 
 import csv
-import json
 import os
 from pathlib import Path
 
@@ -90,6 +89,8 @@ def test_wandb_offline_run_holds_config_images_and_per_dimension_kl(tmp_path):
         assert "val/active_units" in row
     assert "no API key" not in output  # WANDB_MODE was set: no fallback notice
     assert "wandb sync" in output
+    for noise in ("anonymous setting has no effect", "URL not available"):  # W&B's warnings about what we did not ask
+        assert noise not in output, noise
 
 
 def test_many_loggers_at_once_and_offline_fallback_without_credentials(tmp_path):

@@ -26,7 +26,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import pickle
 import random
@@ -47,7 +46,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
-from vae_zoo.errors import CheckpointError, RunFolderError, UntrustedFileError
+from vae_zoo.errors import CheckpointError, UntrustedFileError
+from vae_zoo.run_folder import atomic_write
 
 #: The name of the newest checkpoint of a run, in ``<run>/checkpoints/``.
 LAST = "last.ckpt"
@@ -108,33 +108,6 @@ def remove_stale_temporaries(*folders: Path) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(file)`` on ``.<name>.tmp-<pid>`` beside ``path``, fsync, rename over ``path``.
-
-    Raises:
-        RunFolderError: the folder could not be written (full disk, no permission); the
-            previous ``path`` is left as it was.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
-        problem = "No space left on the disk of" if full else f"Could not write ({error.strerror or error}) in"
-        fix = "Free space there or set paths.log_dir to another disk" if full else "Make the folder writable or set paths.log_dir elsewhere"
-        raise RunFolderError(
-            f"{problem} {path.parent} while writing {path.name}; the previous {path.name} is intact. "
-            f"{fix}, then continue with ckpt_path=last."
-        ) from None
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

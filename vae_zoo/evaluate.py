@@ -17,11 +17,13 @@ from omegaconf import DictConfig
 
 from vae_zoo.config import config_dir
 from vae_zoo.errors import VaeZooError, report_or_reraise
-from vae_zoo.evaluation import evaluate, main_with_run_config
+from vae_zoo.run_config import main_with_run_config
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="evaluate")
 def _main(cfg: DictConfig) -> None:
+    from vae_zoo.evaluation import evaluate  # torch and Lightning only once there is work (not for --help)
+
     try:
         evaluate(cfg).print()
     except VaeZooError as error:

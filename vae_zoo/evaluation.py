@@ -4,15 +4,10 @@ Everything here works without the command line; :mod:`vae_zoo.evaluate` and
 :mod:`vae_zoo.sample` are thin Hydra entry points around :func:`evaluate` and
 :func:`write_samples`.
 
-**Which config.** A checkpoint is evaluated with the config it was trained with: the run
-folder's ``config.yaml`` (the fully resolved config that training saves). The entry points
-register that file as the config group option ``trained_run=config`` (:func:`register_run_config`),
-which ``conf/evaluate.yaml`` and ``conf/sample.yaml`` put first in their defaults list. The
-composed config is therefore *the trained config, then the evaluation settings, then the
-command line*: ``data.root=/elsewhere`` changes where the trained data is read from, a typo
-(``data.rot=...``) is refused by Hydra as for training, and ``--cfg job`` prints what is used.
-The config also gets ``run_dir``, the run folder, which places the results in
-``<run>/evaluation/`` (``<run>/samples/`` for pictures).
+**Which config.** A checkpoint is evaluated with the config it was trained with, composed by
+:mod:`vae_zoo.run_config` (the run's ``config.yaml``, then ``conf/evaluate.yaml`` or
+``conf/sample.yaml``, then the command line). The config also gets ``run_dir``, the run folder,
+which places the results in ``<run>/evaluation/`` (``<run>/samples/`` for pictures).
 
 **Units.** As everywhere in vae_zoo (DESIGN.md): ELBO, reconstruction NLL, KL and the
 importance-sampled NLL are in nats per example, summed over the D = C*H*W data dimensions and
@@ -24,8 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,13 +27,12 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from vae_zoo.checkpointing import load_checkpoint
-from vae_zoo.config import compose_config
 from vae_zoo.data.base import InMemoryDataModule
-from vae_zoo.errors import ConfigError, UntrustedFileError, VaeZooError, report_and_exit
+from vae_zoo.errors import ConfigError
 from vae_zoo.experiment import check_compatible, instantiate
 from vae_zoo.metrics import (
     ACTIVE_UNIT_THRESHOLD,
@@ -56,146 +49,10 @@ from vae_zoo.metrics import (
     ood_detection_scores,
 )
 from vae_zoo.models.base import ELBOModule
-from vae_zoo.trust import check_trusted_targets, plain_config_problems
+from vae_zoo.run_config import TrainedRun, locate_run
+from vae_zoo.trust import check_trusted_targets
 
 log = logging.getLogger(__name__)
-
-#: Config group (a Hydra ConfigStore entry) under which a run's own config.yaml is composed.
-TRAINED_RUN_GROUP = "trained_run"
-#: Flags that make Hydra print something and exit without running the task: no checkpoint
-#: is needed for them.
-_HYDRA_INFO_FLAGS = ("-h", "--help", "--hydra-help", "-i", "--info", "-c", "--cfg", "-sc", "--shell-completion")
-
-
-# ------------------------------------------------------------------------- the run folder
-@dataclass(frozen=True)
-class TrainedRun:
-    """Where a checkpoint and the config it was trained with are.
-
-    Attributes:
-        checkpoint: the checkpoint file.
-        run_dir: the run folder (``<run>/checkpoints/<file>.ckpt``), holding ``config.yaml``.
-    """
-
-    checkpoint: Path
-    run_dir: Path
-
-    @property
-    def config_file(self) -> Path:
-        return self.run_dir / "config.yaml"
-
-
-def _best_checkpoint(folder: Path) -> Path | None:
-    """The newest ``best-*.ckpt`` in ``folder``, else ``last.ckpt``, else None."""
-    best = sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if best:
-        return best[-1]
-    last = folder / "last.ckpt"
-    return last if last.is_file() else None
-
-
-def locate_run(ckpt_path: str | Path | None) -> TrainedRun:
-    """Find the checkpoint and its run folder.
-
-    Args:
-        ckpt_path: a checkpoint file (normally ``<run>/checkpoints/<name>.ckpt``; a file
-            directly in a run folder works too), or a run folder, which means its best
-            checkpoint by ``val/elbo`` (``checkpoints/best-*.ckpt``), else ``checkpoints/last.ckpt``.
-
-    Raises:
-        ConfigError: no such checkpoint, or no ``config.yaml`` in the run folder.
-    """
-    if ckpt_path is None or str(ckpt_path) in ("", "???"):
-        raise ConfigError("Give the checkpoint to use: ckpt_path=<run folder>/checkpoints/<file>.ckpt (or a run folder).")
-    path = Path(ckpt_path).expanduser()
-    if path.is_dir():
-        checkpoint = _best_checkpoint(path / "checkpoints")
-        if checkpoint is None:
-            raise ConfigError(
-                f"No checkpoint in {path / 'checkpoints'}: ckpt_path must be a checkpoint file or a run folder with checkpoints/."
-            )
-        run_dir = path
-    elif path.is_file():
-        checkpoint = path
-        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    else:
-        raise ConfigError(f"No checkpoint at {path}: ckpt_path must be a checkpoint file or a run folder.")
-    run = TrainedRun(checkpoint=checkpoint.resolve(), run_dir=run_dir.resolve())
-    if not run.config_file.is_file():
-        raise ConfigError(
-            f"No config.yaml in {run.run_dir}: evaluating a checkpoint needs the resolved config its training "
-            "run saved there (python -m vae_zoo.train writes <run folder>/config.yaml)."
-        )
-    return run
-
-
-def register_run_config(run: TrainedRun) -> None:
-    """Make the run's ``config.yaml`` (plus ``run_dir``) the config group option
-    ``trained_run=config``, which the evaluate and sample configs compose first."""
-    from hydra.core.config_store import ConfigStore
-
-    node = OmegaConf.load(run.config_file)
-    if not isinstance(node, DictConfig):
-        raise ConfigError(f"{run.config_file} is not a config mapping.")
-    check_run_folder_is_plain(run, node)
-    node.run_dir = str(run.run_dir)
-    ConfigStore.instance().store(group=TRAINED_RUN_GROUP, name="config", node=node, package="_global_")
-
-
-def check_run_folder_is_plain(run: TrainedRun, node: DictConfig) -> None:
-    """Refuse a run folder whose ``config.yaml`` is not the plain file training writes
-    (:func:`vae_zoo.trust.plain_config_problems`), or with symbolic links where evaluate and
-    sample write.
-
-    Raises:
-        UntrustedFileError: naming what was found.
-    """
-    found = plain_config_problems(node)
-    for folder in (run.run_dir / "evaluation", run.run_dir / "samples"):
-        links = [path for path in (folder, *folder.rglob("*")) if path.is_symlink()] if folder.exists() or folder.is_symlink() else []
-        found += [f"the symbolic link {path}" for path in links[:3]]
-    if found:
-        raise UntrustedFileError(
-            f"Not using {run.run_dir}: {'; '.join(found)}. vae_zoo's training never writes these (its config.yaml is "
-            "fully resolved and holds no Hydra settings), and they could run code or write outside the run folder. "
-            "Remove them if you made them, or re-create the run folder from its checkpoint."
-        )
-
-
-def register_run_config_from_argv(args: Sequence[str]) -> None:
-    """For an entry point: find ``ckpt_path=...`` among the command-line overrides (before Hydra
-    composes anything) and :func:`register_run_config` its run.
-
-    Raises:
-        ConfigError: no ``ckpt_path`` (unless Hydra is only asked for help or the config), a
-            sweep over it, or a checkpoint or config that is not there.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    given = [arg for arg in args if arg.split("=", 1)[0].lstrip("+") == "ckpt_path"]
-    if not given:
-        if any(arg.split("=", 1)[0] in _HYDRA_INFO_FLAGS for arg in args):
-            return
-        raise ConfigError("Give the checkpoint to use: ckpt_path=<run folder>/checkpoints/<file>.ckpt (or a run folder).")
-    override = OverridesParser.create().parse_override(given[-1])
-    if override.is_sweep_override():
-        raise ConfigError("ckpt_path takes one checkpoint per call; compare several runs with python -m vae_zoo.compare.")
-    register_run_config(locate_run(str(override.value())))
-
-
-def compose_run_config(
-    ckpt_path: str | Path, overrides: Sequence[str] = (), output_dir: str | Path | None = None, config_name: str = "evaluate"
-) -> DictConfig:
-    """Compose the evaluate (or sample) config for a checkpoint as the command line would:
-    the run's config, then ``conf/<config_name>.yaml``, then ``overrides`` (for tests and
-    notebooks). ``output_dir`` is where results go (default: Hydra's run folder, which only
-    exists in a Hydra run)."""
-    run = locate_run(ckpt_path)
-    register_run_config(run)
-    cfg = compose_config(overrides, output_dir, config_name)
-    cfg.ckpt_path = str(run.checkpoint)
-    return cfg
-
 
 def resolve_device(name: str) -> torch.device:
     """``auto``: the first CUDA device if there is one, else the CPU; anything else as torch
@@ -740,13 +597,3 @@ def _kl_per_dim_metrics(model: ELBOModule, batches: SplitBatches) -> dict[str, T
         total += model.kl_per_example_dim(posterior).double().sum(dim=0)
         count += len(batch["image"])
     return {f"val/kl_dim/{i}": value for i, value in enumerate((total / count).cpu())}
-
-
-def main_with_run_config(hydra_main: Callable[[], None]) -> None:
-    """Entry-point prologue of ``evaluate`` and ``sample``: register the run's config named by
-    ``ckpt_path=...`` on the command line (Hydra composes it first), then run ``hydra_main``."""
-    try:
-        register_run_config_from_argv(sys.argv[1:])
-    except VaeZooError as error:
-        report_and_exit(error)
-    hydra_main()

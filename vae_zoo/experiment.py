@@ -24,6 +24,7 @@ from rich.table import Table
 
 from vae_zoo.checkpointing import LAST, LastCheckpoint, check_checkpoint_fits, load_checkpoint, remove_stale_temporaries
 from vae_zoo.config import flatten_config
+from vae_zoo.console import ConsoleLog
 from vae_zoo.data.base import InMemoryDataModule
 from vae_zoo.errors import ConfigError, Preempted, VaeZooError
 from vae_zoo.loggers import CSVLogger as HistoryCSVLogger
@@ -185,7 +186,7 @@ class TrainResult:
     experiment: Experiment
 
 
-def train(cfg: DictConfig) -> TrainResult:
+def train(cfg: DictConfig, console_log: ConsoleLog | None = None) -> TrainResult:
     """Train (and optionally test) the configured model; return the final metrics with it.
 
     The run folder ``cfg.paths.output_dir`` receives the resolved config (``config.yaml``),
@@ -198,7 +199,16 @@ def train(cfg: DictConfig) -> TrainResult:
         VaeZooError: a user error (config, data, run folder, NaN loss), before training where
             it can be known then.
         Preempted: the job was told to stop (SIGTERM/SIGUSR1) and saved ``last.ckpt``.
+
+    The console of rank 0 is copied into ``<run>/train.log`` (:class:`vae_zoo.console.ConsoleLog`;
+    pass the entry point's own to also keep what it prints after this returns).
     """
+    with contextlib.ExitStack() as stack:
+        console_log = console_log or stack.enter_context(ConsoleLog())
+        return _train(cfg, console_log)
+
+
+def _train(cfg: DictConfig, console_log: ConsoleLog) -> TrainResult:
     if cfg.get("continued_run"):  # built from the run's config.yaml: only from trusted targets
         check_trusted_targets(cfg, list(cfg.get("trusted_targets") or ()), source=f"the config of {cfg.continued_run} (config.yaml, with the command line)")
     checkpoint = resolve_checkpoint(cfg)
@@ -212,6 +222,7 @@ def train(cfg: DictConfig) -> TrainResult:
         try:
             if trainer.is_global_zero:
                 prepare_run_folder(cfg, experiment, checkpoint, saved)
+                console_log.write_to(output_dir / "train.log")
             return _fit_and_test(cfg, experiment, checkpoint)
         finally:
             finish_wandb_runs(trainer)
@@ -243,9 +254,23 @@ def prepare_run_folder(cfg: DictConfig, experiment: Experiment, checkpoint: Path
     write_run_record(cfg, resolved, output_dir)
     for logger in trainer.loggers:
         logger.log_hyperparams({**resolved, **batch_semantics})
+    log.info(model_summary(experiment.model))
     log.info("Batch size %d per device; global batch %d (x %d devices x %d accumulation).",
              batch_semantics["batch_size_per_device"], batch_semantics["global_batch_size"],
              trainer.world_size, trainer.accumulate_grad_batches)
+
+
+def model_summary(model: ELBOModule) -> str:
+    """One line: the model and its trainable parameters per part, e.g. ``VAE: 764 K trainable
+    parameters (encoder 382 K, decoder 381 K)``. (Lightning's table is off by default: without an
+    example input its FLOPs column is all 0; ``trainer.enable_model_summary=true`` brings it back.)"""
+    from lightning.pytorch.utilities.model_summary import get_human_readable_count
+
+    def count(module: torch.nn.Module) -> int:
+        return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+    parts = [f"{name} {get_human_readable_count(count(child))}" for name, child in model.named_children() if count(child)]
+    return f"{type(model).__name__}: {get_human_readable_count(count(model))} trainable parameters ({', '.join(parts)})."
 
 
 def settings_changed(cfg: DictConfig, checkpoint: Path) -> list[str]:
@@ -319,7 +344,7 @@ def log_viewing_commands(experiment: Experiment) -> dict[str, str]:
             commands["TensorBoard"] = f"tensorboard --logdir {logger.log_dir}"
         elif isinstance(logger, WandbLogger):
             run = logger.experiment
-            url = getattr(run, "url", None)
+            url = None if getattr(run, "offline", False) else getattr(run, "url", None)  # offline: asking warns
             commands["W&B"] = url if url else f"wandb sync {Path(run.dir).parent}"
     return commands
 

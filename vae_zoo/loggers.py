@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
-from vae_zoo.checkpointing import atomic_write
+from vae_zoo.run_folder import atomic_write
 from vae_zoo.errors import RunFolderError
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def wandb_logger(
             save_dir,
         )
         log_model = False  # artifacts cannot be uploaded offline
-    return WandbLogger(
+    logger = WandbLogger(
         save_dir=save_dir,
         project=project or os.environ.get("WANDB_PROJECT") or "vae_zoo",
         entity=entity or os.environ.get("WANDB_ENTITY"),
@@ -94,6 +94,11 @@ def wandb_logger(
         log_model=log_model,
         **init_kwargs,
     )
+    # Lightning always passes anonymous=None to wandb.init, and wandb >= 0.22 warns that the
+    # (removed) setting "has no effect" whenever the key is there: leave it out.
+    if getattr(logger, "_wandb_init", {}).get("anonymous", "unset") is None:
+        del logger._wandb_init["anonymous"]
+    return logger
 
 
 class WandbRunIdInCheckpoint(L.Callback):

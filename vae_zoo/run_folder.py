@@ -8,9 +8,8 @@
   holds it, and is emptied on release.
 * :func:`check_fresh_or_resumed`: a new run (no ``ckpt_path``) does not start in a folder that
   already holds a run's checkpoints or metrics; it would overwrite them.
-* :func:`register_continued_run_from_argv`: ``train hydra.run.dir=<run> ckpt_path=last``
-  (or a checkpoint of that run) continues with the run's own ``config.yaml``, command-line
-  values on top, so a resume needs no repeat of the original overrides.
+* :func:`atomic_write`: every file of a run (checkpoints, config, metrics history) is written to a
+  temporary file beside it and renamed over it, so a kill leaves the old file or the new one.
 * :func:`write_run_record`: ``config.yaml`` (the resolved config) and Hydra's own record
   (``.hydra/config.yaml``, ``hydra.yaml``, ``overrides.yaml``), written only after the resume
   checks passed. ``conf/train.yaml`` sets ``hydra.output_subdir: null`` so that Hydra does not
@@ -20,6 +19,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -31,8 +31,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from vae_zoo.checkpointing import atomic_write
-from vae_zoo.errors import ConfigError, RunFolderError, UntrustedFileError
+from vae_zoo.errors import RunFolderError
 
 try:
     import fcntl
@@ -40,6 +39,33 @@ except ImportError:  # Windows: no flock; runs there are not protected against a
     fcntl = None  # type: ignore[assignment]
 
 LOCK_FILE = ".lock"
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(file)`` on ``.<name>.tmp-<pid>`` beside ``path``, fsync, rename over ``path``.
+
+    Raises:
+        RunFolderError: the folder could not be written (full disk, no permission); the
+            previous ``path`` is left as it was.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        problem = "No space left on the disk of" if full else f"Could not write ({error.strerror or error}) in"
+        fix = "Free space there or set paths.log_dir to another disk" if full else "Make the folder writable or set paths.log_dir elsewhere"
+        raise RunFolderError(
+            f"{problem} {path.parent} while writing {path.name}; the previous {path.name} is intact. "
+            f"{fix}, then continue with ckpt_path=last."
+        ) from None
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 class RunFolderLock:
@@ -139,73 +165,3 @@ def write_run_record(cfg: DictConfig, resolved: dict[str, Any], folder: Path) ->
     record = folder / ".hydra"
     for name, node in (("config.yaml", cfg), ("hydra.yaml", hydra_cfg), ("overrides.yaml", hydra_cfg.hydra.overrides.task)):
         atomic_write(record / name, lambda f, node=node: f.write(OmegaConf.to_yaml(node).encode()))
-
-
-#: Config group (a Hydra ConfigStore entry) under which a continued run's config.yaml is composed.
-CONTINUED_RUN_GROUP = "continued_run"
-#: Settings a continued run takes from the command line and conf/train.yaml, never from the run's file.
-_NOT_FROM_THE_RUN = ("trusted_targets", "ckpt_path", "continued_run")
-
-
-def continued_run_folder(args: list[str]) -> Path | None:
-    """The run folder a ``train`` command line continues in place: ``hydra.run.dir=<folder>``
-    with ``ckpt_path=last`` or ``ckpt_path=<folder>/checkpoints/<file>``, when the folder has
-    a ``config.yaml``. None otherwise (a new run, or a resume into another folder)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser, given = OverridesParser.create(), {}
-    for arg in args:
-        if not arg.startswith("-") and "=" in arg:
-            try:
-                override = parser.parse_override(arg)
-            except Exception:  # noqa: BLE001 - Hydra itself reports malformed overrides
-                continue
-            given[override.key_or_group] = override
-    run_dir, ckpt = given.get("hydra.run.dir"), given.get("ckpt_path")
-    if run_dir is None or ckpt is None or ckpt.is_sweep_override() or run_dir.is_sweep_override():
-        return None
-    folder = Path(str(run_dir.value())).expanduser().resolve()
-    ckpt_value = str(ckpt.value())
-    if ckpt_value != "last" and Path(ckpt_value).expanduser().resolve().parent != folder / "checkpoints":
-        return None
-    return folder if (folder / "config.yaml").is_file() else None
-
-
-def register_continued_run_from_argv(args: list[str], groups: set[str]) -> Path | None:
-    """Make the continued run's ``config.yaml`` the config group option ``continued_run=config``,
-    which ``conf/train.yaml`` composes after every other group (the command line still comes
-    last). Returns the run folder, or None when the command does not continue one.
-
-    Raises:
-        UntrustedFileError: the run's ``config.yaml`` is not the plain file training writes.
-        ConfigError: the command line also picks a config group (``model=...``): the run's own
-            model, data and trainer are what it continues with.
-    """
-    from hydra.core.config_store import ConfigStore
-
-    from vae_zoo.trust import plain_config_problems
-
-    folder = continued_run_folder(args)
-    if folder is None:
-        return None
-    chosen = sorted({arg.split("=", 1)[0].lstrip("+~") for arg in args if "=" in arg} & groups)
-    if chosen and "LOCAL_RANK" not in os.environ:  # a DDP rank Lightning starts repeats the argv: let it be
-        raise ConfigError(
-            f"Continuing {folder} uses its own config.yaml; the command line also picks {', '.join(chosen)}, which "
-            "would be ignored. Change single values instead (e.g. model.beta=8, trainer.max_epochs=20), or start a "
-            "new run in a new folder to train another configuration."
-        )
-    node = OmegaConf.load(folder / "config.yaml")
-    if not isinstance(node, DictConfig):
-        raise ConfigError(f"{folder / 'config.yaml'} is not a config mapping.")
-    problems = plain_config_problems(node)
-    if problems:
-        raise UntrustedFileError(
-            f"Not continuing {folder}: its config.yaml holds {'; '.join(problems)}, which training never writes and "
-            "which could run code. Remove them if you made them, or start a new run."
-        )
-    for key in _NOT_FROM_THE_RUN:
-        node.pop(key, None)
-    node.continued_run = str(folder)
-    ConfigStore.instance().store(group=CONTINUED_RUN_GROUP, name="config", node=node, package="_global_")
-    return folder

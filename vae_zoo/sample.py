@@ -18,11 +18,13 @@ from rich.markup import escape
 
 from vae_zoo.config import config_dir
 from vae_zoo.errors import VaeZooError, report_or_reraise
-from vae_zoo.evaluation import main_with_run_config, write_samples
+from vae_zoo.run_config import main_with_run_config
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="sample")
 def _main(cfg: DictConfig) -> None:
+    from vae_zoo.evaluation import write_samples  # torch and Lightning only once there is work (not for --help)
+
     try:
         written = write_samples(cfg)
     except VaeZooError as error:

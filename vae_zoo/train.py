@@ -2,36 +2,41 @@
 
 A thin Hydra entry point; the work is in :func:`vae_zoo.experiment.train`. Continuing a run in
 its folder (``hydra.run.dir=<run> ckpt_path=last``) composes that run's ``config.yaml`` first
-(:func:`vae_zoo.run_folder.register_continued_run_from_argv`), so only what changes is given.
+(:func:`vae_zoo.run_config.register_continued_run_from_argv`), so only what changes is given.
 """
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-import sys
-
 from vae_zoo.config import config_dir
-from vae_zoo.console import quiet_known_noise
+from vae_zoo.console import ConsoleLog, lightning_logs_through_root, quiet_known_noise
 from vae_zoo.errors import Preempted, VaeZooError, report_and_exit, report_or_reraise
-from vae_zoo.experiment import objective, train
-from vae_zoo.run_folder import register_continued_run_from_argv
+from vae_zoo.run_config import register_continued_run_from_argv
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _main(cfg: DictConfig) -> float:
     """Returns ``cfg.optimized_metric`` (default ``val/elbo``) for sweepers such as Optuna."""
-    try:
-        return objective(train(cfg).metrics, cfg.optimized_metric)
-    except VaeZooError as error:
-        report_or_reraise(error)
-    except Preempted as stop:  # not a failure, but not finished: a non-zero status a scheduler requeues
-        from rich.console import Console
-        from rich.markup import escape
+    # Imported here, not at the top: torch and Lightning take seconds to import, and
+    # `--help` / `--cfg job` (answered by Hydra before this runs) need neither.
+    from vae_zoo.experiment import objective, train
 
-        Console(stderr=True).print(f"[bold yellow]preempted:[/bold yellow] {escape(str(stop))}", soft_wrap=True, highlight=False)
-        raise SystemExit(stop.exit_code) from None
+    lightning_logs_through_root()
+    with ConsoleLog() as console_log:  # <run>/train.log: the whole console, the last error included
+        try:
+            return objective(train(cfg, console_log).metrics, cfg.optimized_metric)
+        except VaeZooError as error:
+            report_or_reraise(error)
+        except Preempted as stop:  # not a failure, but not finished: a non-zero status a scheduler requeues
+            from rich.console import Console
+            from rich.markup import escape
+
+            Console(stderr=True).print(f"[bold yellow]preempted:[/bold yellow] {escape(str(stop))}", soft_wrap=True, highlight=False)
+            raise SystemExit(stop.exit_code) from None
 
 
 def main() -> None:

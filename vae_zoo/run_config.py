@@ -1,0 +1,249 @@
+"""A trained run's own ``config.yaml``, composed first: one way to find a run and build its config.
+
+Every command that works on an existing run starts from the config that run was trained with:
+
+* ``evaluate`` and ``sample`` (``ckpt_path=<checkpoint or run folder>``): the run's
+  ``config.yaml`` (plus ``run_dir``) becomes the config group option ``trained_run=config``,
+  which ``conf/evaluate.yaml`` and ``conf/sample.yaml`` compose first
+  (:func:`register_run_config_from_argv`, :func:`compose_run_config`);
+* ``train`` continuing a run in its folder (``hydra.run.dir=<run> ckpt_path=last``): the run's
+  ``config.yaml`` becomes ``continued_run=config``, which ``conf/train.yaml`` composes after every
+  other group (:func:`register_continued_run_from_argv`).
+
+The composed config is therefore *the trained config, then the command's own settings, then
+the command line*: ``data.root=/elsewhere`` changes where the trained data is read from, a typo
+(``data.rot=...``) is refused by Hydra as for training, and ``--cfg job`` prints what is used.
+A run folder whose ``config.yaml`` is not the plain file training writes is refused
+(:func:`vae_zoo.trust.plain_config_problems`). Nothing here imports torch or Lightning, so a
+command's ``--help`` and ``--cfg job`` stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from vae_zoo.config import compose_config
+from vae_zoo.errors import ConfigError, UntrustedFileError, VaeZooError, report_and_exit
+from vae_zoo.trust import plain_config_problems
+
+
+# ------------------------------------------------------------- evaluate and sample: trained_run
+#: Config group (a Hydra ConfigStore entry) under which a run's own config.yaml is composed.
+TRAINED_RUN_GROUP = "trained_run"
+#: Flags that make Hydra print something and exit without running the task: no checkpoint
+#: is needed for them.
+_HYDRA_INFO_FLAGS = ("-h", "--help", "--hydra-help", "-i", "--info", "-c", "--cfg", "-sc", "--shell-completion")
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """Where a checkpoint and the config it was trained with are.
+
+    Attributes:
+        checkpoint: the checkpoint file.
+        run_dir: the run folder (``<run>/checkpoints/<file>.ckpt``), holding ``config.yaml``.
+    """
+
+    checkpoint: Path
+    run_dir: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.run_dir / "config.yaml"
+
+
+def _best_checkpoint(folder: Path) -> Path | None:
+    """The newest ``best-*.ckpt`` in ``folder``, else ``last.ckpt``, else None."""
+    best = sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if best:
+        return best[-1]
+    last = folder / "last.ckpt"
+    return last if last.is_file() else None
+
+
+def locate_run(ckpt_path: str | Path | None) -> TrainedRun:
+    """Find the checkpoint and its run folder.
+
+    Args:
+        ckpt_path: a checkpoint file (normally ``<run>/checkpoints/<name>.ckpt``; a file
+            directly in a run folder works too), or a run folder, which means its best
+            checkpoint by ``val/elbo`` (``checkpoints/best-*.ckpt``), else ``checkpoints/last.ckpt``.
+
+    Raises:
+        ConfigError: no such checkpoint, or no ``config.yaml`` in the run folder.
+    """
+    if ckpt_path is None or str(ckpt_path) in ("", "???"):
+        raise ConfigError("Give the checkpoint to use: ckpt_path=<run folder>/checkpoints/<file>.ckpt (or a run folder).")
+    path = Path(ckpt_path).expanduser()
+    if path.is_dir():
+        checkpoint = _best_checkpoint(path / "checkpoints")
+        if checkpoint is None:
+            raise ConfigError(
+                f"No checkpoint in {path / 'checkpoints'}: ckpt_path must be a checkpoint file or a run folder with checkpoints/."
+            )
+        run_dir = path
+    elif path.is_file():
+        checkpoint = path
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    else:
+        raise ConfigError(f"No checkpoint at {path}: ckpt_path must be a checkpoint file or a run folder.")
+    run = TrainedRun(checkpoint=checkpoint.resolve(), run_dir=run_dir.resolve())
+    if not run.config_file.is_file():
+        raise ConfigError(
+            f"No config.yaml in {run.run_dir}: evaluating a checkpoint needs the resolved config its training "
+            "run saved there (python -m vae_zoo.train writes <run folder>/config.yaml)."
+        )
+    return run
+
+
+def register_run_config(run: TrainedRun) -> None:
+    """Make the run's ``config.yaml`` (plus ``run_dir``) the config group option
+    ``trained_run=config``, which the evaluate and sample configs compose first."""
+    from hydra.core.config_store import ConfigStore
+
+    node = OmegaConf.load(run.config_file)
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{run.config_file} is not a config mapping.")
+    check_run_folder_is_plain(run, node)
+    node.run_dir = str(run.run_dir)
+    ConfigStore.instance().store(group=TRAINED_RUN_GROUP, name="config", node=node, package="_global_")
+
+
+def check_run_folder_is_plain(run: TrainedRun, node: DictConfig) -> None:
+    """Refuse a run folder whose ``config.yaml`` is not the plain file training writes
+    (:func:`vae_zoo.trust.plain_config_problems`), or with symbolic links where evaluate and
+    sample write.
+
+    Raises:
+        UntrustedFileError: naming what was found.
+    """
+    found = plain_config_problems(node)
+    for folder in (run.run_dir / "evaluation", run.run_dir / "samples"):
+        links = [path for path in (folder, *folder.rglob("*")) if path.is_symlink()] if folder.exists() or folder.is_symlink() else []
+        found += [f"the symbolic link {path}" for path in links[:3]]
+    if found:
+        raise UntrustedFileError(
+            f"Not using {run.run_dir}: {'; '.join(found)}. vae_zoo's training never writes these (its config.yaml is "
+            "fully resolved and holds no Hydra settings), and they could run code or write outside the run folder. "
+            "Remove them if you made them, or re-create the run folder from its checkpoint."
+        )
+
+
+def register_run_config_from_argv(args: Sequence[str]) -> None:
+    """For an entry point: find ``ckpt_path=...`` among the command-line overrides (before Hydra
+    composes anything) and :func:`register_run_config` its run.
+
+    Raises:
+        ConfigError: no ``ckpt_path`` (unless Hydra is only asked for help or the config), a
+            sweep over it, or a checkpoint or config that is not there.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    given = [arg for arg in args if arg.split("=", 1)[0].lstrip("+") == "ckpt_path"]
+    if not given:
+        if any(arg.split("=", 1)[0] in _HYDRA_INFO_FLAGS for arg in args):
+            return
+        raise ConfigError("Give the checkpoint to use: ckpt_path=<run folder>/checkpoints/<file>.ckpt (or a run folder).")
+    override = OverridesParser.create().parse_override(given[-1])
+    if override.is_sweep_override():
+        raise ConfigError("ckpt_path takes one checkpoint per call; compare several runs with python -m vae_zoo.compare.")
+    register_run_config(locate_run(str(override.value())))
+
+
+def compose_run_config(
+    ckpt_path: str | Path, overrides: Sequence[str] = (), output_dir: str | Path | None = None, config_name: str = "evaluate"
+) -> DictConfig:
+    """Compose the evaluate (or sample) config for a checkpoint as the command line would:
+    the run's config, then ``conf/<config_name>.yaml``, then ``overrides`` (for tests and
+    notebooks). ``output_dir`` is where results go (default: Hydra's run folder, which only
+    exists in a Hydra run)."""
+    run = locate_run(ckpt_path)
+    register_run_config(run)
+    cfg = compose_config(overrides, output_dir, config_name)
+    cfg.ckpt_path = str(run.checkpoint)
+    return cfg
+
+
+def main_with_run_config(hydra_main: Callable[[], None]) -> None:
+    """Entry-point prologue of ``evaluate`` and ``sample``: register the run's config named by
+    ``ckpt_path=...`` on the command line (Hydra composes it first), then run ``hydra_main``."""
+    try:
+        register_run_config_from_argv(sys.argv[1:])
+    except VaeZooError as error:
+        report_and_exit(error)
+    hydra_main()
+
+
+# ------------------------------------------------------- train continuing a run: continued_run
+#: Config group (a Hydra ConfigStore entry) under which a continued run's config.yaml is composed.
+CONTINUED_RUN_GROUP = "continued_run"
+#: Settings a continued run takes from the command line and conf/train.yaml, never from the run's file.
+_NOT_FROM_THE_RUN = ("trusted_targets", "ckpt_path", "continued_run")
+
+
+def continued_run_folder(args: list[str]) -> Path | None:
+    """The run folder a ``train`` command line continues in place: ``hydra.run.dir=<folder>``
+    with ``ckpt_path=last`` or ``ckpt_path=<folder>/checkpoints/<file>``, when the folder has
+    a ``config.yaml``. None otherwise (a new run, or a resume into another folder)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser, given = OverridesParser.create(), {}
+    for arg in args:
+        if not arg.startswith("-") and "=" in arg:
+            try:
+                override = parser.parse_override(arg)
+            except Exception:  # noqa: BLE001 - Hydra itself reports malformed overrides
+                continue
+            given[override.key_or_group] = override
+    run_dir, ckpt = given.get("hydra.run.dir"), given.get("ckpt_path")
+    if run_dir is None or ckpt is None or ckpt.is_sweep_override() or run_dir.is_sweep_override():
+        return None
+    folder = Path(str(run_dir.value())).expanduser().resolve()
+    ckpt_value = str(ckpt.value())
+    if ckpt_value != "last" and Path(ckpt_value).expanduser().resolve().parent != folder / "checkpoints":
+        return None
+    return folder if (folder / "config.yaml").is_file() else None
+
+
+def register_continued_run_from_argv(args: list[str], groups: set[str]) -> Path | None:
+    """Make the continued run's ``config.yaml`` the config group option ``continued_run=config``,
+    which ``conf/train.yaml`` composes after every other group (the command line still comes
+    last). Returns the run folder, or None when the command does not continue one.
+
+    Raises:
+        UntrustedFileError: the run's ``config.yaml`` is not the plain file training writes.
+        ConfigError: the command line also picks a config group (``model=...``): the run's own
+            model, data and trainer are what it continues with.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    folder = continued_run_folder(args)
+    if folder is None:
+        return None
+    chosen = sorted({arg.split("=", 1)[0].lstrip("+~") for arg in args if "=" in arg} & groups)
+    if chosen and "LOCAL_RANK" not in os.environ:  # a DDP rank Lightning starts repeats the argv: let it be
+        raise ConfigError(
+            f"Continuing {folder} uses its own config.yaml; the command line also picks {', '.join(chosen)}, which "
+            "would be ignored. Change single values instead (e.g. model.beta=8, trainer.max_epochs=20), or start a "
+            "new run in a new folder to train another configuration."
+        )
+    node = OmegaConf.load(folder / "config.yaml")
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{folder / 'config.yaml'} is not a config mapping.")
+    problems = plain_config_problems(node)
+    if problems:
+        raise UntrustedFileError(
+            f"Not continuing {folder}: its config.yaml holds {'; '.join(problems)}, which training never writes and "
+            "which could run code. Remove them if you made them, or start a new run."
+        )
+    for key in _NOT_FROM_THE_RUN:
+        node.pop(key, None)
+    node.continued_run = str(folder)
+    ConfigStore.instance().store(group=CONTINUED_RUN_GROUP, name="config", node=node, package="_global_")
+    return folder
