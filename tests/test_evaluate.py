@@ -20,7 +20,8 @@ from PIL import Image
 from conftest import TINY_DATA, TINY_NET, TINY_SPRITES, run_cli
 from vae_zoo.config import compose_config
 from vae_zoo.errors import ConfigError
-from vae_zoo.evaluation import compose_run_config, evaluate, register_run_config_from_argv
+from vae_zoo.evaluation import evaluate
+from vae_zoo.run_config import compose_run_config, register_run_config_from_argv
 from vae_zoo.metrics import ClassifierFeatureExtractor, FeatureExtractorUnavailableError
 
 ONE_EPOCH = [arg for arg in TINY_SPRITES if not arg.startswith("trainer.max_epochs")] + [
@@ -58,10 +59,28 @@ def sweep(workdir) -> Path:
 
 @pytest.fixture(scope="module")
 def extractor_checkpoint(workdir) -> Path:
-    """A tiny FID feature extractor saved as a checkpoint, as a user would configure one."""
+    """A tiny FID feature extractor made as the README says: ``python -m vae_zoo.fid_classifier``
+    on the run's data (its labels: the sprites' shapes)."""
     path = workdir / "classifier.pt"
-    ClassifierFeatureExtractor(in_channels=1, num_features=16, hidden_channels=(8, 16), seed=0).save_checkpoint(path)
+    data = [arg for arg in TINY_DATA]
+    result = run_module("vae_zoo.fid_classifier", ["data=sprites", *data, f"path={path}", "epochs=1", "num_features=16",
+                                                   "hidden_channels=[8,16]"], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"wrote {path}" in result.stdout and "test accuracy" in result.stdout
     return path
+
+
+def test_fid_classifier_command_learns_the_labels(tmp_path, mnist_root):
+    """The classifier command trains on the data's labels and says how well it does; the file
+    it writes is what evaluate's feature_extractor loads."""
+    path = tmp_path / "mnist_classifier.pt"
+    result = run_module("vae_zoo.fid_classifier", [f"data.root={mnist_root}", "data.download=false", "data.val_size=50", f"path={path}", "epochs=15"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    accuracy = float(result.stdout.split("test accuracy ")[1].split("%")[0]) / 100
+    assert accuracy >= 0.9  # the fixture's classes are learnable bars; chance is 0.1
+    assert "+feature_extractor.path=" + str(path) in result.stdout
+    extractor = ClassifierFeatureExtractor.from_checkpoint(path)
+    assert extractor.num_features == 64 and extractor(torch.rand(2, 1, 28, 28)).shape == (2, 64)
 
 
 @pytest.fixture(scope="module")
