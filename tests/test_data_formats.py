@@ -191,3 +191,30 @@ def test_model_and_data_mismatches_are_reported_before_training(tmp_path, mnist_
         check_compatible(instantiate(cfg.data), instantiate(cfg.model))
     cfg = compose_config([*celeba, "model.label_key=attributes", "model.encoding=multi_hot"], output_dir=tmp_path)
     check_compatible(instantiate(cfg.data), instantiate(cfg.model))
+
+
+def test_a_failed_download_leaves_no_empty_folders(tmp_path):
+    """torchvision makes <root>/celeba (or MNIST/raw) before it fetches anything; when the fetch
+    fails, those folders, and a root that was not there, are removed again. Folders that hold a
+    file (a partial download, the user's own files) stay."""
+    from vae_zoo.data.base import try_download
+
+    def offline(*folders):
+        def download():
+            for folder in folders:
+                folder.mkdir(parents=True, exist_ok=True)
+            raise ConnectionError("Name or service not known")
+        return download
+
+    root = tmp_path / "data"
+    problem = try_download(offline(root / "celeba", root / "MNIST" / "raw"), True, root)
+    assert problem.startswith("Download failed (ConnectionError") and not root.exists()
+    (root / "mine").mkdir(parents=True)
+    (root / "mine" / "keep.txt").write_text("x")
+    try_download(offline(root / "MNIST" / "raw", root / "partial"), True, root)
+    assert sorted(p.name for p in root.iterdir()) == ["mine"]
+    (root / "partial").mkdir()
+    (root / "partial" / "file.tar.gz.part").write_bytes(b"x")
+    try_download(offline(root / "celeba"), True, root)
+    assert sorted(p.name for p in root.iterdir()) == ["mine", "partial"]
+    assert try_download(offline(root / "x"), False, root) == "Download is off (data.download=false)." and not (root / "x").exists()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -79,14 +80,25 @@ def _check_count(value: Any, setting: str, example: str) -> None:
         raise ConfigError(f"{setting} must be a whole number >= 1, got {value!r}. Set e.g. {setting}={example}.")
 
 
-def try_download(download: Callable[[], Any], enabled: bool) -> str:
+def try_download(download: Callable[[], Any], enabled: bool, root: str | Path) -> str:
     """Run ``download`` if ``enabled``; return the sentence an error message should give if the
-    files are still missing afterwards (why they are: download off, failed, or incomplete)."""
+    files are still missing afterwards (why they are: download off, failed, or incomplete).
+
+    A failed download leaves no trace: the folders it made under ``root`` (torchvision makes
+    ``<root>/celeba``, ``<root>/MNIST/raw`` before it fetches anything), and ``root`` itself
+    if it was not there, are removed again when they hold no file."""
     if not enabled:
         return "Download is off (data.download=false)."
+    root = Path(root)
+    existed = root.is_dir()
+    before = set(root.iterdir()) if existed else set()
     try:
         download()
     except Exception as error:  # any network/IO failure: the caller reports it with instructions
+        made = [path for path in (root.iterdir() if root.is_dir() else ()) if path not in before]
+        for folder in [*made, *([] if existed else [root])]:
+            if folder.is_dir() and not any(path.is_file() for path in folder.rglob("*")):
+                shutil.rmtree(folder, ignore_errors=True)
         return f"Download failed ({type(error).__name__}: {error})."
     return "The download finished but did not produce them."
 

@@ -144,7 +144,7 @@ class CelebADataModule(CachedImagesDataModule):
         if not self._missing(found):
             return found
         problem = try_download(
-            lambda: torchvision.datasets.CelebA(str(self.root), split="all", target_type="attr", download=True), self.download
+            lambda: torchvision.datasets.CelebA(str(self.root), split="all", target_type="attr", download=True), self.download, self.root
         )
         found = self._locate()
         if missing := self._missing(found):

@@ -179,7 +179,7 @@ class CIFAR10DataModule(InMemoryDataModule):
             return
         # torchvision unpickles the batches with a plain pickle.load, but only after checking
         # each file's MD5 against the official one's, so no crafted file reaches it.
-        problem = try_download(lambda: torchvision.datasets.CIFAR10(str(self.root), train=True, download=True), self.download)
+        problem = try_download(lambda: torchvision.datasets.CIFAR10(str(self.root), train=True, download=True), self.download, self.root)
         if missing := self.missing_files():
             raise DataNotFoundError(
                 f"CIFAR-10 files not found in {self.batch_folder.resolve()}: {', '.join(missing)}. {problem} "

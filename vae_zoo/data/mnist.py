@@ -142,6 +142,7 @@ class MNISTDataModule(InMemoryDataModule):
         problem = try_download(
             lambda: [self.torchvision_class(str(self.root), train=train, download=True) for train in (True, False)],
             self.download,
+            self.root,
         )
         if missing := self.missing_files():
             raise DataNotFoundError(
