@@ -23,7 +23,7 @@ resolution: pixel ``(row i, column j)`` of an ``S x S`` image sits at its centre
 ``(x, y) = ((j + 0.5) / S, (i + 0.5) / S)`` in ``[0, 1]^2``, and is lit iff that point lies inside
 the sprite (no anti-aliasing). A pixel ``(x, y)`` is mapped into the sprite's own frame by
 translating by the sprite centre, rotating by ``-orientation`` and dividing by
-``_HALF_SIZE * scale``; there the three shapes are simple implicit functions, each contained in
+``_HALF_SIZE * sprite_size * scale``; there the three shapes are simple implicit functions, each contained in
 the square ``[-1, 1]^2`` (see :func:`_inside`). The centres are kept far enough from the border
 that no sprite is clipped and none touches the outermost pixel rows or columns.
 """
@@ -42,19 +42,24 @@ FACTOR_NAMES: tuple[str, ...] = ("shape", "scale", "orientation", "pos_x", "pos_
 FACTOR_SIZES: tuple[int, ...] = (3, 6, 40, 32, 32)
 SHAPES: tuple[str, ...] = ("square", "ellipse", "heart")
 
-# Half the side of the square at scale 1, in image widths: the largest square spans 20 % of
-# the image.
+# Half the side of the square at scale 1 and sprite_size 1, in image widths: the largest
+# square spans 20 % of the image, as in dSprites.
 _HALF_SIZE = 0.1
-# Every shape lies in [-1, 1]^2 in its own frame, hence within radius sqrt(2) of its centre
-# whatever the orientation; the largest scale is 1.
-_MAX_RADIUS = _HALF_SIZE * math.sqrt(2.0)
 # Empty gap between the furthest possible sprite point and the image edge, in image widths.
 # It exceeds half a pixel (the distance from the edge to the outermost pixel centres) for any
 # image_size >= 13, so the border rows and columns always stay black.
 _MARGIN = 0.04
-# Sprite centres for pos = 0 and pos = 1.
-_CENTRE_MIN = _MAX_RADIUS + _MARGIN
-_CENTRE_MAX = 1.0 - _MAX_RADIUS - _MARGIN
+#: The largest sprite_size: its sprites still move over a sixth of the image.
+MAX_SPRITE_SIZE = 2.0
+
+
+def _geometry(sprite_size: float) -> tuple[float, float, float, float]:
+    """(half size, max radius, centre at pos 0, centre at pos 1) in image widths. Every shape
+    lies in [-1, 1]^2 in its own frame, hence within radius sqrt(2) * half size of its centre
+    whatever the orientation (the largest scale is 1)."""
+    half = _HALF_SIZE * sprite_size
+    radius = half * math.sqrt(2.0)
+    return half, radius, radius + _MARGIN, 1.0 - radius - _MARGIN
 
 # Ellipse u^2 + (v / _ELLIPSE_MINOR)^2 <= 1: semi-axes 1 along u and _ELLIPSE_MINOR along v.
 _ELLIPSE_MINOR = 0.5
@@ -119,25 +124,26 @@ def _inside(shape: int, u: Tensor, v: Tensor) -> Tensor:
     return (x2 + y.square() - 1.0).pow(3) <= x2 * y.pow(3)
 
 
-def _render_chunk(classes: Tensor, image_size: int) -> Tensor:
+def _render_chunk(classes: Tensor, image_size: int, sprite_size: float = 1.0) -> Tensor:
     """Render ``(M, 5)`` classes into ``(M, image_size, image_size)`` uint8 images in {0, 255}.
 
     The inside test is evaluated only in a ``window x window`` block of pixels per image that
-    covers the disc of radius ``_MAX_RADIUS`` around the sprite centre; every pixel outside it
+    covers the disc of the largest radius around the sprite centre; every pixel outside it
     is background. At 64 x 64 the window holds about a tenth of the image's pixels.
     """
+    half_size, max_radius, centre_min, centre_max = _geometry(sprite_size)
     _, scale, angle, pos_x, pos_y = factor_values(classes).unbind(dim=1)
-    centre_x = _CENTRE_MIN + (_CENTRE_MAX - _CENTRE_MIN) * pos_x
-    centre_y = _CENTRE_MIN + (_CENTRE_MAX - _CENTRE_MIN) * pos_y
+    centre_x = centre_min + (centre_max - centre_min) * pos_x
+    centre_y = centre_min + (centre_max - centre_min) * pos_y
 
     # Pixel j (a row or column) has its centre at (j + 0.5) / S; it can lie within the radius
     # of centre c only if first <= (c - r) S - 0.5 <= j <= (c + r) S - 0.5 < first + window.
     # Clamping keeps the window inside the image; it still covers the disc, which does too.
-    window = min(math.ceil(2.0 * _MAX_RADIUS * image_size) + 2, image_size)
+    window = min(math.ceil(2.0 * max_radius * image_size) + 2, image_size)
     offsets = torch.arange(window)
 
     def window_pixels(centre: Tensor) -> Tensor:
-        first = torch.floor((centre - _MAX_RADIUS) * image_size - 0.5).long()
+        first = torch.floor((centre - max_radius) * image_size - 0.5).long()
         return first.clamp(0, image_size - window)[:, None] + offsets  # (M, window)
 
     cols, rows = window_pixels(centre_x), window_pixels(centre_y)
@@ -147,7 +153,7 @@ def _render_chunk(classes: Tensor, image_size: int) -> Tensor:
 
     # Sprite frame (u, v) = R(-angle) (dx, dup) / (half size * scale). Both are sums of a
     # per-column and a per-row term, so only the final broadcast adds are (M, window, window).
-    inv = 1.0 / (_HALF_SIZE * scale)
+    inv = 1.0 / (half_size * scale)
     cos = (torch.cos(angle) * inv)[:, None]
     sin = (torch.sin(angle) * inv)[:, None]
     u_col, u_row = cos * dx, sin * dup
@@ -166,7 +172,7 @@ def _render_chunk(classes: Tensor, image_size: int) -> Tensor:
     return images
 
 
-def render_sprites(classes: Tensor, image_size: int = 64, chunk_size: int = 4096) -> Tensor:
+def render_sprites(classes: Tensor, image_size: int = 64, chunk_size: int = 4096, sprite_size: float = 1.0) -> Tensor:
     """Render sprites for given factor classes, vectorised over images on the CPU.
 
     Images are independent of one another and of ``chunk_size``: the same classes always give
@@ -177,6 +183,9 @@ def render_sprites(classes: Tensor, image_size: int = 64, chunk_size: int = 4096
         image_size: side ``S`` of the square images in pixels.
         chunk_size: images rendered per vectorised step; peak memory grows linearly with
             ``chunk_size * S^2``.
+        sprite_size: every sprite's size relative to dSprites' (1: the largest square spans
+            20 % of the image; 2: 40 %, moving over a smaller part of it), at most
+            :data:`MAX_SPRITE_SIZE`.
 
     Returns:
         ``(N, 1, S, S)`` uint8 images with values exactly 0 (background) and 255 (sprite).
@@ -186,28 +195,31 @@ def render_sprites(classes: Tensor, image_size: int = 64, chunk_size: int = 4096
         raise ValueError(
             f"classes must have shape (N, {len(FACTOR_NAMES)}), got {tuple(classes.shape)}"
         )
+    if not 0.0 < sprite_size <= MAX_SPRITE_SIZE:
+        raise ConfigError(f"data.sprite_size must be in (0, {MAX_SPRITE_SIZE}] (1 = dSprites' sizes), got {sprite_size}.")
     classes = classes.cpu().long()
     images = torch.empty((classes.shape[0], 1, image_size, image_size), dtype=torch.uint8)
     for start in range(0, classes.shape[0], chunk_size):
         chunk = classes[start : start + chunk_size]
-        images[start : start + chunk.shape[0], 0] = _render_chunk(chunk, image_size)
+        images[start : start + chunk.shape[0], 0] = _render_chunk(chunk, image_size, sprite_size)
     return images
 
 
-def make_sprites(n: int, seed: int, image_size: int = 64) -> tuple[Tensor, Tensor]:
+def make_sprites(n: int, seed: int, image_size: int = 64, sprite_size: float = 1.0) -> tuple[Tensor, Tensor]:
     """Sample ``n`` random factor combinations and render them.
 
     Args:
         n: number of images.
         seed: seed of the ``torch.Generator`` used by :func:`sample_factor_classes`.
         image_size: side ``S`` of the square images in pixels.
+        sprite_size: see :func:`render_sprites`.
 
     Returns:
         ``(images, classes)``: ``(n, 1, S, S)`` uint8 images in ``{0, 255}`` and their
         ``(n, 5)`` int64 factor classes. Deterministic given ``seed``.
     """
     classes = sample_factor_classes(n, torch.Generator().manual_seed(seed))
-    return render_sprites(classes, image_size=image_size), classes
+    return render_sprites(classes, image_size=image_size, sprite_size=sprite_size), classes
 
 
 class SpritesDataModule(InMemoryDataModule):
@@ -221,6 +233,7 @@ class SpritesDataModule(InMemoryDataModule):
     Args:
         num_train, num_val, num_test: split sizes.
         image_size: side of the square images (64 as in dSprites; any size >= 13 renders).
+        sprite_size: the sprites' size relative to dSprites' (:func:`render_sprites`).
         channels: must be 1 (binary images).
         **kwargs: see :class:`InMemoryDataModule`.
     """
@@ -231,6 +244,7 @@ class SpritesDataModule(InMemoryDataModule):
         num_val: int = 2000,
         num_test: int = 2000,
         image_size: int = 64,
+        sprite_size: float = 1.0,
         channels: int = 1,
         num_classes: int = len(SHAPES),
         **kwargs,
@@ -242,9 +256,10 @@ class SpritesDataModule(InMemoryDataModule):
             )
         super().__init__(image_size=image_size, channels=channels, num_classes=num_classes, **kwargs)
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
+        self.sprite_size = sprite_size
 
     def load_splits(self) -> dict[str, Split]:
-        images, classes = make_sprites(sum(self.sizes.values()), self.seed, self.image_size)
+        images, classes = make_sprites(sum(self.sizes.values()), self.seed, self.image_size, self.sprite_size)
         splits, start = {}, 0
         for name, size in self.sizes.items():
             factors = classes[start : start + size]
