@@ -209,6 +209,8 @@ def train(cfg: DictConfig, console_log: ConsoleLog | None = None) -> TrainResult
 
 
 def _train(cfg: DictConfig, console_log: ConsoleLog) -> TrainResult:
+    if cfg.get("flush_denormal"):
+        torch.set_flush_denormal(True)  # returns False (and does nothing) on CPUs without the mode
     if cfg.get("continued_run"):  # built from the run's config.yaml: only from trusted targets
         check_trusted_targets(cfg, list(cfg.get("trusted_targets") or ()), source=f"the config of {cfg.continued_run} (config.yaml, with the command line)")
     checkpoint = resolve_checkpoint(cfg)
