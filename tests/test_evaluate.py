@@ -230,3 +230,28 @@ def test_vq_vae_gets_codebook_and_reconstruction_metrics_and_skips_gaussian_ones
     assert {"mse", "psnr", "ssim", "elbo", "bits_per_dim"} <= set(report.metrics)
     assert "deterministic categorical posterior" in report.skipped["nll"] and "active_units" in report.skipped
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["skipped"]["nll"] == report.skipped["nll"]
+
+
+def test_a_metric_of_your_own_through_config_alone(sweep, tmp_path):
+    """A user adds a metric with one config entry (and trusts their module); one that does not
+    apply says why in one line; a listed metric set to null is gone from the report."""
+    overrides = ["evaluate.fid=false", "evaluate.disentanglement=false", "metrics.nll=null",
+                 "+metrics.mean_intensity={_target_: custom_metrics.MeanIntensity}",
+                 "+metrics.colour={_target_: custom_metrics.NeedsLabelsItHasNot}", "trusted_targets=[custom_metrics]"]
+    report = evaluate(compose_run_config(sweep / "0", overrides, output_dir=tmp_path))
+    cfg = compose_config(["model=beta_vae", *ONE_EPOCH])  # the run's own data, built another way
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    expected = datamodule.splits["test"]["image"].double().mean().item() / 255
+    assert report.metrics["mean_intensity"]["value"] == pytest.approx(expected, rel=1e-9)
+    assert report.skipped["needs_colour"] == "the images are grey"
+    assert report.skipped["codebook_usage"] == "BetaVAE has no codebook"
+    assert "nll" not in report.metrics and "nll" not in report.skipped
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["metrics"]["mean_intensity"]["value"] == report.metrics["mean_intensity"]["value"]
+    # without trusting the module, the same config is refused before anything runs
+    with pytest.raises(Exception, match="custom_metrics"):
+        evaluate(compose_run_config(sweep / "0", overrides[:-1], output_dir=tmp_path / "refused"))

@@ -7,12 +7,14 @@ from vae_zoo.callbacks.images import (
     KLPerDimension,
     LatentTraversals,
     MediaCallback,
+    PictureInputs,
     PriorSamples,
     Reconstructions,
 )
 
 __all__ = [
     "MediaCallback",
+    "PictureInputs",
     "Reconstructions",
     "PriorSamples",
     "LatentTraversals",

@@ -11,6 +11,8 @@ traversal of a VQ-VAE, a class grid of an unconditional model) does nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,25 @@ from vae_zoo.callbacks.media import bar_chart, grid, log_image
 from vae_zoo.stats import ACTIVE_UNIT_THRESHOLD
 
 
+@dataclass
+class PictureInputs:
+    """What a picture is rendered from, besides the model: the same in training (the callbacks
+    fill it from the trainer) and in ``python -m vae_zoo.sample`` (filled from a checkpoint).
+
+    Attributes:
+        batch: model-ready examples (``image``, and ``label`` etc. for conditional models).
+        metrics: epoch metrics by name, e.g. ``val/kl_dim/<i>`` (nats) and ``val/active_units``.
+        epoch: the epoch the picture belongs to (None outside training).
+    """
+
+    batch: dict[str, Tensor]
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    epoch: int | None = None
+
+
 class MediaCallback(L.Callback):
-    """Base class: subclasses name their picture and implement :meth:`render`.
+    """Base class: subclasses name their picture and implement :meth:`render`, which needs only
+    the model and :class:`PictureInputs` (no trainer).
 
     Args:
         dirpath: folder for the PNG files (the run folder's ``images/``).
@@ -43,8 +62,8 @@ class MediaCallback(L.Callback):
     def applies_to(self, module: L.LightningModule) -> bool:
         return True
 
-    def render(self, trainer: L.Trainer, module: L.LightningModule) -> Tensor:
-        """Return one (3, H, W) image in [0, 1]."""
+    def render(self, module: L.LightningModule, inputs: PictureInputs) -> Tensor:
+        """Return one (3, H, W) image in [0, 1] (called under ``torch.no_grad`` in eval mode)."""
         raise NotImplementedError
 
     def on_validation_batch_end(
@@ -62,16 +81,17 @@ class MediaCallback(L.Callback):
             return
         if self.fixed_batch is None or not self.applies_to(pl_module):
             return
+        inputs = PictureInputs(batch=self.fixed_batch, metrics=trainer.callback_metrics, epoch=trainer.current_epoch)
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():
-            image = self.render(trainer, pl_module)
+            image = self.render(pl_module, inputs)
         pl_module.train(was_training)
         self.written.append(log_image(trainer, self.name, image, self.dirpath))
 
-    def batch_on(self, module: L.LightningModule) -> tuple[Tensor, Tensor | None]:
-        """The fixed batch on the model's device: images and the model's condition."""
-        batch = {k: v.to(module.device) for k, v in self.fixed_batch.items()}
+    def batch_on(self, module: L.LightningModule, inputs: PictureInputs) -> tuple[Tensor, Tensor | None]:
+        """The first ``num_images`` examples on the model's device: images and the model's condition."""
+        batch = {k: v[: self.num_images].to(module.device) for k, v in inputs.batch.items()}
         return batch["image"], module.condition(batch)
 
 
@@ -84,8 +104,8 @@ class Reconstructions(MediaCallback):
         super().__init__(dirpath, every_n_epochs, num_images)
         self.nrow = nrow
 
-    def render(self, trainer: L.Trainer, module: L.LightningModule) -> Tensor:
-        images, condition = self.batch_on(module)
+    def render(self, module: L.LightningModule, inputs: PictureInputs) -> Tensor:
+        images, condition = self.batch_on(module, inputs)
         recon = module.reconstruct(images, condition)
         rows = [torch.cat(pair) for pair in zip(images.split(self.nrow), recon.split(self.nrow))]
         return grid(torch.cat(rows), self.nrow)
@@ -101,16 +121,16 @@ class PriorSamples(MediaCallback):
         self.nrow, self.seed = nrow, seed
         self.prior: dict[str, Tensor] | None = None
 
-    def render(self, trainer: L.Trainer, module: L.LightningModule) -> Tensor:
+    def render(self, module: L.LightningModule, inputs: PictureInputs) -> Tensor:
         if self.prior is None:
             self.prior = module.prior_sample(self.num_images, torch.Generator().manual_seed(self.seed))
         return grid(module.generate(**self.prior), self.nrow)
 
 
-def dims_by_kl(trainer: L.Trainer, latent_dim: int) -> list[int]:
+def dims_by_kl(metrics: Mapping[str, Any], latent_dim: int) -> list[int]:
     """Latent dimensions sorted by their validation KL, largest first (from the logged,
     rank-reduced ``val/kl_dim/<i>``)."""
-    kl = [float(trainer.callback_metrics.get(f"val/kl_dim/{i}", 0.0)) for i in range(latent_dim)]
+    kl = [float(metrics.get(f"val/kl_dim/{i}", 0.0)) for i in range(latent_dim)]
     return sorted(range(latent_dim), key=lambda i: -kl[i])
 
 
@@ -128,11 +148,11 @@ class LatentTraversals(MediaCallback):
     def applies_to(self, module: L.LightningModule) -> bool:
         return module.capabilities.gaussian_posterior
 
-    def render(self, trainer: L.Trainer, module: L.LightningModule) -> Tensor:
-        images, condition = self.batch_on(module)
+    def render(self, module: L.LightningModule, inputs: PictureInputs) -> Tensor:
+        images, condition = self.batch_on(module, inputs)
         code = module.latent_code(images, condition)[0]
         values = torch.linspace(-self.span, self.span, self.num_values, device=module.device)
-        dims = dims_by_kl(trainer, module.latent_dim)[: self.num_dims]
+        dims = dims_by_kl(inputs.metrics, module.latent_dim)[: self.num_dims]
         codes = code.repeat(len(dims) * self.num_values, 1)
         for row, dim in enumerate(dims):
             codes[row * self.num_values : (row + 1) * self.num_values, dim] = values
@@ -152,8 +172,8 @@ class Interpolations(MediaCallback):
         super().__init__(dirpath, every_n_epochs, num_images=2 * num_pairs)
         self.num_pairs, self.steps = num_pairs, steps
 
-    def render(self, trainer: L.Trainer, module: L.LightningModule) -> Tensor:
-        images, condition = self.batch_on(module)
+    def render(self, module: L.LightningModule, inputs: PictureInputs) -> Tensor:
+        images, condition = self.batch_on(module, inputs)
         codes = module.latent_code(images, condition)
         pairs = min(self.num_pairs, len(codes) // 2)
         t = torch.linspace(0, 1, self.steps, device=module.device)
@@ -182,7 +202,7 @@ class ClassConditionalGrid(MediaCallback):
     def applies_to(self, module: L.LightningModule) -> bool:
         return module.capabilities.conditional and module.encoding == "one_hot"
 
-    def render(self, trainer: L.Trainer, module: L.LightningModule) -> Tensor:
+    def render(self, module: L.LightningModule, inputs: PictureInputs) -> Tensor:
         z = module.prior_sample(self.samples_per_class, torch.Generator().manual_seed(self.seed))["z"]
         labels = torch.arange(module.num_classes).repeat_interleave(self.samples_per_class)
         z = z.repeat(module.num_classes, 1)
@@ -202,11 +222,11 @@ class KLPerDimension(MediaCallback):
     def applies_to(self, module: L.LightningModule) -> bool:
         return module.capabilities.gaussian_posterior
 
-    def render(self, trainer: L.Trainer, module: L.LightningModule) -> Tensor:
-        metrics = trainer.callback_metrics
+    def render(self, module: L.LightningModule, inputs: PictureInputs) -> Tensor:
+        metrics = inputs.metrics
         kl = [float(metrics[f"val/kl_dim/{i}"]) for i in range(module.latent_dim)]
         active = int(metrics["val/active_units"])
-        title = f"KL per latent dimension, epoch {trainer.current_epoch}\n{active}/{module.latent_dim} active (A_u > {ACTIVE_UNIT_THRESHOLD})"
+        title = f"KL per latent dimension, epoch {inputs.epoch}\n{active}/{module.latent_dim} active (A_u > {ACTIVE_UNIT_THRESHOLD})"
         return bar_chart(kl, title, "latent dimension", "KL (nats)")
 
 
@@ -222,9 +242,9 @@ class CodebookUsage(MediaCallback):
     def applies_to(self, module: L.LightningModule) -> bool:
         return module.capabilities.codebook
 
-    def render(self, trainer: L.Trainer, module: L.LightningModule) -> Tensor:
+    def render(self, module: L.LightningModule, inputs: PictureInputs) -> Tensor:
         quantizer = module.quantizer
         usage = quantizer.usage.sort(descending=True).values.cpu().tolist()
         dead = sum(u < quantizer.dead_code_threshold for u in usage)
-        title = f"Codebook usage, epoch {trainer.current_epoch}\n{dead}/{quantizer.num_codes} dead codes"
+        title = f"Codebook usage, epoch {inputs.epoch}\n{dead}/{quantizer.num_codes} dead codes"
         return bar_chart(usage, title, "code (sorted by usage)", "assignments per batch (EMA)", quantizer.dead_code_threshold)

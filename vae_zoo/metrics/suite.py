@@ -1,0 +1,419 @@
+"""The evaluation suite: one small object per metric, listed in ``conf/evaluate.yaml``.
+
+Each :class:`EvaluationMetric` has one job. :meth:`~EvaluationMetric.skip_reason` says whether it
+applies to this model and data (None) or why not (one line in the report). :meth:`~EvaluationMetric.compute`
+adds its rows to the report, each with its unit and what it was measured on. ``evaluate``
+(:func:`vae_zoo.evaluation.evaluate`) only builds them from the config, loads the run and
+collects the rows, so a metric of your own is one class and one config entry::
+
+    python -m vae_zoo.evaluate ckpt_path=<run> '+metrics.mine={_target_: my_pkg.MyMetric}' trusted_targets=[my_pkg]
+
+Units as everywhere in vae_zoo: nats per example (summed over the D = C*H*W data dimensions and
+the latent dimensions, averaged over examples), ``bits/dim = nats / (D ln 2)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from vae_zoo.errors import ConfigError
+from vae_zoo.metrics.active_units import ACTIVE_UNIT_THRESHOLD, active_units
+from vae_zoo.metrics.anomaly import negative_elbo_scores, ood_detection_scores
+from vae_zoo.metrics.disentanglement import dci, factor_vae_score, latent_codes_and_factors, mutual_information_gap
+from vae_zoo.metrics.fid import FeatureExtractorUnavailableError, frechet_distance
+from vae_zoo.metrics.likelihood import importance_sampled_log_likelihoods
+from vae_zoo.stats import bits_per_dim
+
+if TYPE_CHECKING:
+    from vae_zoo.data.base import InMemoryDataModule
+    from vae_zoo.evaluation import EvaluationReport
+    from vae_zoo.models.base import ELBOModule
+
+log = logging.getLogger(__name__)
+
+
+class SplitBatches:
+    """Model-ready batches of one split, as often as needed, in the same order each time.
+
+    Each pass yields what a Lightning step would get: the batch moved to ``device`` and passed
+    through the datamodule's ``on_after_batch_transfer`` (uint8 -> float in [0, 1], fixed
+    binarization and corruption of evaluation sets).
+
+    Args:
+        datamodule: the data, set up.
+        split: ``test`` or ``val``.
+        device: where the model is.
+        max_examples: the first this many examples of the split only (None: all).
+    """
+
+    def __init__(self, datamodule: InMemoryDataModule, split: str, device: torch.device, max_examples: int | None = None):
+        if split not in ("test", "val"):
+            raise ConfigError(f"The split to evaluate must be test or val, got {split!r}.")
+        self.datamodule, self.split, self.device = datamodule, split, device
+        total = len(datamodule.splits[split]["image"])
+        self.num_examples = total if max_examples is None else min(max_examples, total)
+        if self.num_examples < 2:
+            raise ConfigError(f"The {split} split has {self.num_examples} example(s) to evaluate; at least two are needed.")
+
+    def __call__(self, max_examples: int | None = None) -> Iterator[dict[str, Tensor]]:
+        """One pass over the first ``max_examples`` (default: all ``num_examples``) examples."""
+        limit = self.num_examples if max_examples is None else min(max_examples, self.num_examples)
+        loader = self.datamodule.test_dataloader() if self.split == "test" else self.datamodule.val_dataloader()
+        seen = 0
+        for batch in loader:
+            if seen >= limit:
+                break
+            batch = {key: value[: limit - seen].to(self.device) for key, value in batch.items()}
+            seen += len(batch["image"])
+            yield self.datamodule.on_after_batch_transfer(batch, 0)
+
+    def first(self) -> dict[str, Tensor]:
+        """The first batch."""
+        return next(iter(self()))
+
+
+def target_of(batch: dict[str, Tensor]) -> Tensor:
+    """The clean image a reconstruction is scored against (``target`` for denoising data)."""
+    return batch.get("target", batch["image"])
+
+
+@dataclass
+class EvaluationContext:
+    """What every metric computes from: the loaded model (eval mode), its data and the split's
+    batches, a seeded generator, and ``shared``: results one metric leaves for another (the ELBO
+    metric leaves ``elbo_per_example``, which the NLL reports beside itself)."""
+
+    model: ELBOModule
+    datamodule: InMemoryDataModule
+    batches: SplitBatches
+    device: torch.device
+    seed: int
+    generator: torch.Generator
+    shared: dict[str, Any] = field(default_factory=dict)
+
+
+class EvaluationMetric:
+    """One metric of the report. Subclasses set ``name`` and implement :meth:`compute`."""
+
+    name = "metric"
+
+    def prepare(self, device: torch.device, channels: int | None) -> None:
+        """Called before the run is loaded: fail now (or decide to skip) for what can be known
+        without it, e.g. a feature extractor that cannot be built."""
+
+    def skip_reason(self, context: EvaluationContext) -> str | None:
+        """None when the metric applies to this model and data, else one line saying why not."""
+        return None
+
+    def compute(self, context: EvaluationContext, report: EvaluationReport) -> None:
+        raise NotImplementedError
+
+
+def _deterministic_posterior(model: ELBOModule) -> str:
+    return f"{type(model).__name__} has a deterministic categorical posterior (no density q(z|x))"
+
+
+class ELBOAndReconstruction(EvaluationMetric):
+    """ELBO, reconstruction NLL, KL (one posterior sample per example, as the test step),
+    bits/dim; reconstruction MSE, PSNR and SSIM (torchmetrics) of the mean decoding at the
+    posterior mean."""
+
+    name = "elbo"
+
+    @torch.no_grad()
+    def compute(self, context: EvaluationContext, report: EvaluationReport) -> None:
+        from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+        from torchmetrics.regression import MeanSquaredError
+
+        model, device = context.model, context.device
+        mse = MeanSquaredError().to(device)
+        psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)).to(device)  # per image, then the mean
+        ssim = StructuralSimilarityIndexMeasure(data_range=1.0).to(device)
+        elbo, recon, kl = [], [], []
+        for batch in context.batches():
+            terms = model.batch_terms(batch)
+            elbo.append(terms.elbo_per_example.cpu())
+            recon.append(-terms.log_px_z.cpu())
+            kl.append(terms.kl_per_example_dim.sum(dim=1).cpu())
+            reconstruction = model.reconstruct(batch["image"], model.condition(batch))
+            target = target_of(batch)
+            mse.update(reconstruction, target)
+            psnr.update(reconstruction, target)
+            ssim.update(reconstruction, target)
+        elbo_per_example = torch.cat(elbo).double()
+        context.shared["elbo_per_example"] = elbo_per_example
+        mean_elbo = elbo_per_example.mean().item()
+        report.add("elbo", mean_elbo, "nats/example", note="E_q[log p(x|z)] - KL, one posterior sample per example")
+        report.add("recon", torch.cat(recon).double().mean().item(), "nats/example", note="-E_q[log p(x|z)]")
+        kl_note = "KL(q(z|x) || N(0, I))" if model.capabilities.gaussian_posterior else "constant: log K per latent position"
+        report.add("kl", torch.cat(kl).double().mean().item(), "nats/example", note=kl_note)
+        report.add("bits_per_dim", bits_per_dim(-mean_elbo, model.data_dim), "bits/dim", note="-ELBO / (D ln 2)", D=model.data_dim)
+        report.add("mse", mse.compute().item(), "per pixel", note="mean squared error, images in [0, 1]")
+        report.add("psnr", psnr.compute().item(), "dB", note="per image (data range 1), averaged")
+        report.add("ssim", ssim.compute().item(), "", note="structural similarity (Wang et al. 2004), in [-1, 1]")
+
+
+class ImportanceSampledNLL(EvaluationMetric):
+    """The importance-sampled test NLL: the IWAE bound with k = ``num_samples`` (Burda et al.
+    2016), in nats per example and bits/dim, on the first ``max_examples`` examples, with its
+    standard error over those examples and the ELBO of the same examples beside it."""
+
+    name = "nll"
+
+    def __init__(self, num_samples: int = 1000, chunk_size: int = 100, max_examples: int | None = None):
+        self.num_samples, self.chunk_size, self.max_examples = num_samples, chunk_size, max_examples
+
+    def skip_reason(self, context: EvaluationContext) -> str | None:
+        if not context.model.capabilities.importance_weights:
+            return f"{_deterministic_posterior(context.model)}; its ELBO is the bound reported"
+        return "evaluate.num_importance_samples=0" if self.num_samples <= 0 else None
+
+    def compute(self, context: EvaluationContext, report: EvaluationReport) -> None:
+        log.info("Importance-sampled NLL, k=%d.", self.num_samples)
+        model = context.model
+        log_likelihood = importance_sampled_log_likelihoods(
+            model, context.batches(self.max_examples), self.num_samples, self.chunk_size, context.generator
+        ).double()
+        count = len(log_likelihood)
+        nll = -log_likelihood.mean().item()
+        standard_error = (log_likelihood.std() / math.sqrt(count)).item() if count > 1 else float("nan")
+        beside = {}
+        if "elbo_per_example" in context.shared:
+            beside["elbo_same_examples"] = context.shared["elbo_per_example"][:count].mean().item()
+        report.add("nll", nll, "nats/example", k=self.num_samples, num_examples=count, standard_error=standard_error,
+                   **beside, note="standard_error: over the examples (std / sqrt(n))")
+        report.add("nll_bits_per_dim", bits_per_dim(nll, model.data_dim), "bits/dim", k=self.num_samples, num_examples=count)
+
+
+class ActiveUnits(EvaluationMetric):
+    """Active units (Burda et al. 2016): latent dimensions with Cov_x E_q[z_u] above the threshold."""
+
+    name = "active_units"
+
+    def skip_reason(self, context: EvaluationContext) -> str | None:
+        return None if context.model.capabilities.gaussian_posterior else _deterministic_posterior(context.model)
+
+    def compute(self, context: EvaluationContext, report: EvaluationReport) -> None:
+        model = context.model
+        report.add("active_units", active_units(model, context.batches()), "dimensions", of=model.latent_dim, threshold=ACTIVE_UNIT_THRESHOLD)
+
+
+class CodebookUsage(EvaluationMetric):
+    """VQ-VAE: perplexity exp(H) of the code usage over the split, codes no example maps to,
+    and dead codes by the training criterion (EMA usage below the threshold)."""
+
+    name = "codebook_usage"
+
+    def skip_reason(self, context: EvaluationContext) -> str | None:
+        return None if context.model.capabilities.codebook else f"{type(context.model).__name__} has no codebook"
+
+    @torch.no_grad()
+    def compute(self, context: EvaluationContext, report: EvaluationReport) -> None:
+        model = context.model
+        quantizer = model.quantizer
+        counts = torch.zeros(quantizer.num_codes, dtype=torch.float64, device=model.device)
+        for batch in context.batches():
+            z_e = model.latent_code(batch["image"], model.condition(batch))  # (B, D, h, w)
+            indices = quantizer.nearest(z_e.permute(0, 2, 3, 1).reshape(-1, z_e.shape[1]))
+            counts += torch.bincount(indices, minlength=quantizer.num_codes).double()
+        probs = counts / counts.sum()
+        entropy = -(probs[probs > 0] * probs[probs > 0].log()).sum()
+        report.add("perplexity", entropy.exp().item(), "codes", of=quantizer.num_codes, note="exp(entropy of code usage on the split)")
+        report.add("unused_codes", int((counts == 0).sum()), "codes", of=quantizer.num_codes)
+        dead = int((quantizer.usage < quantizer.dead_code_threshold).sum())
+        note = f"EMA usage below {quantizer.dead_code_threshold} at the end of training"
+        report.add("dead_codes", dead, "codes", of=quantizer.num_codes, note=note)
+
+
+class FID(EvaluationMetric):
+    """FID of prior samples and of reconstructions against the split's images (torchmetrics),
+    with the extractor's name and the sample counts (FID is biased at small counts: compare
+    equal ones).
+
+    Args:
+        enabled: ``auto`` (computed when the extractor can be built, e.g. Inception's weights
+            cached or downloadable; else skipped with one line), ``true`` (required: an
+            unavailable extractor stops before any work) or ``false``.
+        feature_extractor: config node of a module mapping (N, C, H, W) images in [0, 1] to
+            (N, F) features.
+        num_samples: prior samples (None: as many as real images).
+        seed: seeds the prior draws.
+    """
+
+    name = "fid"
+    HINT = (" With vae_zoo.evaluate: feature_extractor._target_=vae_zoo.metrics.fid.ClassifierFeatureExtractor.from_checkpoint "
+            "+feature_extractor.path=<classifier.pt> (made by python -m vae_zoo.fid_classifier), or evaluate.fid=false.")
+
+    def __init__(self, enabled: bool | str = "auto", feature_extractor: DictConfig | None = None, num_samples: int | None = None, seed: int = 0):
+        self.enabled, self.node, self.num_samples, self.seed = enabled, feature_extractor, num_samples, seed
+        self.extractor: nn.Module | None = None
+        self.unavailable = "evaluate.fid=false"
+
+    def prepare(self, device: torch.device, channels: int | None) -> None:
+        from vae_zoo.experiment import instantiate
+
+        if not self.enabled:
+            return
+        if self.node is None:
+            raise ConfigError("evaluate.fid=true needs a feature_extractor node (or set evaluate.fid=false).")
+        try:
+            extractor = instantiate(self.node)
+        except FeatureExtractorUnavailableError as error:
+            if self.enabled != "auto":
+                raise FeatureExtractorUnavailableError(f"{error}{self.HINT}") from error
+            self.unavailable = f"no feature extractor available ({str(error).split('. ')[0]}); evaluate.fid=true makes it required"
+            return
+        settings = getattr(extractor, "config", None)  # ClassifierFeatureExtractor records its shape
+        expected = settings.get("in_channels") if isinstance(settings, dict) else None
+        if expected is not None and channels is not None and expected != channels:
+            raise ConfigError(f"The FID feature extractor takes {expected}-channel images but the data has {channels} channels.")
+        self.extractor = extractor.to(device)
+
+    def skip_reason(self, context: EvaluationContext) -> str | None:
+        return None if self.extractor is not None else self.unavailable
+
+    @torch.no_grad()
+    def compute(self, context: EvaluationContext, report: EvaluationReport) -> None:
+        log.info("FID with %s.", getattr(self.extractor, "name", type(self.extractor).__name__))
+        model, batches = context.model, context.batches
+        num_samples = batches.num_examples if self.num_samples is None else self.num_samples
+        batch_size = batches.datamodule.eval_batch_size
+
+        def prior_samples() -> Iterator[Tensor]:
+            generator = torch.Generator().manual_seed(self.seed)
+            for start in range(0, num_samples, batch_size):
+                yield model.generate(**model.prior_sample(min(batch_size, num_samples - start), generator))
+
+        def real() -> Iterator[Tensor]:
+            return (target_of(batch) for batch in batches())
+
+        def reconstructions() -> Iterator[Tensor]:
+            return (model.reconstruct(batch["image"], model.condition(batch)) for batch in batches())
+
+        for name, fake in (("fid_prior", prior_samples()), ("fid_recon", reconstructions())):
+            result = frechet_distance(real(), fake, self.extractor)
+            report.add(name, result.value, "", feature_extractor=result.feature_extractor, num_features=result.num_features,
+                       num_real=result.num_real, num_fake=result.num_fake)
+
+
+class Disentanglement(EvaluationMetric):
+    """MIG (Chen et al. 2018), the FactorVAE score (Kim & Mnih 2018) and DCI (Eastwood &
+    Williams 2018) from the posterior means and the data's ground-truth ``factors``.
+
+    Args:
+        enabled: false skips it.
+        mig, factor_vae, dci: their settings (``conf/evaluate.yaml``); ``dci.classifier`` is a
+            config node of the per-factor classifier (cloned per factor).
+        seed: seeds the FactorVAE votes and the DCI split.
+    """
+
+    name = "disentanglement"
+
+    def __init__(self, enabled: bool = True, mig: Mapping | None = None, factor_vae: Mapping | None = None,
+                 dci: Mapping | None = None, seed: int = 0):
+        self.enabled, self.seed = enabled, seed
+        self.mig, self.factor_vae, self.dci = dict(mig or {}), dict(factor_vae or {}), dci or {}
+
+    def skip_reason(self, context: EvaluationContext) -> str | None:
+        if not self.enabled:
+            return "evaluate.disentanglement=false"
+        if "factors" not in context.batches.first():
+            return f"{type(context.datamodule).__name__} has no ground-truth factors"
+        return None
+
+    def compute(self, context: EvaluationContext, report: EvaluationReport) -> None:
+        from vae_zoo.experiment import instantiate
+
+        log.info("Disentanglement (MIG, FactorVAE, DCI).")
+        codes, factors = latent_codes_and_factors(context.model, context.batches())
+        classifier = instantiate(self.dci["classifier"])  # a prototype, cloned per factor
+        num_bins = self.mig.get("num_bins", 20)
+        try:
+            mig = mutual_information_gap(factors, codes, num_bins=num_bins)
+            factor_vae = factor_vae_score(factors, codes, **self.factor_vae, seed=self.seed)
+            dci_scores = dci(factors, codes, classifier=classifier, test_fraction=self.dci.get("test_fraction", 0.333), seed=self.seed)
+        except ValueError as error:  # e.g. a factor that takes one value on a tiny split
+            report.skip(self.name, str(error))
+            return
+        count = len(codes)
+        report.add("mig", mig.mig, "", num_examples=count, num_bins=num_bins, note="Chen et al. 2018")
+        report.add("factor_vae", factor_vae.eval_accuracy, "", num_examples=count, active_dims=factor_vae.num_active_dims,
+                   note="Kim & Mnih 2018, majority-vote accuracy")
+        details = {"num_examples": count, "classifier": type(classifier).__name__}
+        report.add("dci_disentanglement", dci_scores.disentanglement, "", **details, note="Eastwood & Williams 2018")
+        report.add("dci_completeness", dci_scores.completeness, "", **details)
+        report.add("dci_informativeness", dci_scores.informativeness_test, "", **details, note="held-out accuracy")
+
+
+class OODDetection(EvaluationMetric):
+    """AUROC and AUPRC of a per-example anomaly score, out-of-distribution (OOD) as the positive
+    class. The OOD set is either ``data`` (another data config; its ``split``; in-distribution:
+    the evaluated split) or ``classes`` (labels under ``label_key``: the evaluated split's
+    examples with those labels are OOD, the rest in-distribution; meaningful for a model trained
+    without them). ``score``: ``negative_elbo`` or ``nll`` (importance sampled with
+    ``num_samples``), nats per example."""
+
+    name = "ood"
+
+    def __init__(self, classes: list | None = None, label_key: str = "label", data: DictConfig | None = None, split: str = "test",
+                 max_examples: int | None = None, score: str = "negative_elbo", num_samples: int = 1):
+        self.classes, self.label_key, self.data, self.split = classes, label_key, data, split
+        self.max_examples, self.score, self.num_samples = max_examples, score, num_samples
+
+    def skip_reason(self, context: EvaluationContext) -> str | None:
+        if self.data is None and self.classes is None:
+            return "no OOD set: set evaluate.ood.classes=[...] or evaluate.ood.data"
+        return None
+
+    def _scores(self, context: EvaluationContext, batches: Iterator[dict[str, Tensor]]) -> Tensor:
+        """Per-example anomaly scores in nats (higher = more anomalous)."""
+        if self.score == "negative_elbo":
+            return negative_elbo_scores(context.model, batches, num_samples=self.num_samples).double()
+        return -importance_sampled_log_likelihoods(context.model, batches, num_samples=self.num_samples, generator=context.generator).double()
+
+    def compute(self, context: EvaluationContext, report: EvaluationReport) -> None:
+        from vae_zoo.experiment import check_compatible, instantiate
+
+        model, batches = context.model, context.batches
+        if self.data is not None and self.classes is not None:
+            raise ConfigError("Set one of evaluate.ood.data (another dataset) or evaluate.ood.classes (held-out labels), not both.")
+        if self.score not in ("negative_elbo", "nll"):
+            raise ConfigError(f"evaluate.ood.score must be negative_elbo or nll, got {self.score!r}.")
+        if self.score == "nll" and not model.capabilities.importance_weights:
+            raise ConfigError(f"evaluate.ood.score=nll needs a posterior with a density; {type(model).__name__} has none. Use negative_elbo.")
+        if self.classes is not None:
+            first = batches.first()
+            if self.label_key not in first:
+                raise ConfigError(f"evaluate.ood.classes needs labels under '{self.label_key}', but the batches hold {sorted(first)}.")
+            held_out = torch.as_tensor(list(self.classes))
+            labels = torch.cat([batch[self.label_key].cpu() for batch in batches()])
+            is_ood = torch.isin(labels, held_out)
+            if is_ood.all() or not is_ood.any():
+                raise ConfigError(
+                    f"evaluate.ood.classes={list(self.classes)} leaves no examples on one side "
+                    f"(labels present: {labels.unique().tolist()})."
+                )
+            scores = self._scores(context, batches())
+            in_scores, out_scores = scores[~is_ood], scores[is_ood]
+            source = f"{batches.split} examples with {self.label_key} in {list(self.classes)}"
+        else:
+            ood_data = instantiate(self.data)
+            ood_data.prepare_data()
+            check_compatible(ood_data, model)
+            ood_data.setup("test")
+            ood_batches = SplitBatches(ood_data, self.split, context.device, self.max_examples)
+            in_scores = self._scores(context, batches())
+            out_scores = self._scores(context, ood_batches())
+            source = f"{type(ood_data).__name__} {self.split} split"
+        result = ood_detection_scores(in_scores, out_scores)
+        details = {"score": self.score, "ood": source, "num_in": result.num_in_distribution, "num_out": result.num_out_of_distribution}
+        report.add("ood_auroc", result.auroc, "", **details)
+        report.add("ood_auprc", result.auprc, "", **details)
