@@ -40,7 +40,7 @@ from torchvision.transforms.functional import gaussian_blur
 
 from vae_zoo.config import compose_config
 from vae_zoo.data.sprites import make_sprites
-from vae_zoo.evaluation import SplitBatches
+from vae_zoo.data.splits import SplitBatches
 from vae_zoo.experiment import train
 from vae_zoo.metrics import latent_codes_and_factors, mutual_information_gap
 

@@ -151,12 +151,12 @@ def test_shuffles_differ_between_epochs_and_repeat_with_the_seed(monkeypatch):
 def test_rank_shards_train_disjoint_equal_and_eval_exact(monkeypatch, num_items, batch_size):
     """Three ranks, as torch.distributed would report them: training shards are disjoint, of
     equal size and batch count; evaluation shards partition the items exactly."""
-    import vae_zoo.data.base as base
+    import vae_zoo.data.sampler as sampler_module
 
     world_size = 3
     seen = {"train": [], "eval": []}
     for rank in range(world_size):
-        monkeypatch.setattr(base, "distributed_rank_and_size", lambda rank=rank: (rank, world_size))
+        monkeypatch.setattr(sampler_module, "distributed_rank_and_size", lambda rank=rank: (rank, world_size))
         for kind, shuffle in (("train", True), ("eval", False)):
             sampler = IndexBatchSampler(num_items, batch_size, shuffle=shuffle, seed=1)
             batches = list(sampler)

@@ -9,7 +9,7 @@ import torch
 from sklearn.ensemble import GradientBoostingClassifier
 
 from vae_zoo.metrics import dci, factor_vae_score, latent_codes_and_factors, mutual_information_gap
-from vae_zoo.metrics.disentanglement import disentanglement_and_completeness
+from vae_zoo.metrics.dci import disentanglement_and_completeness
 
 FACTOR_SIZES = (3, 4, 5)
 FAST_GBT = GradientBoostingClassifier(n_estimators=15, max_depth=2)  # a cheap DCI classifier for tests

@@ -8,7 +8,8 @@
 * :class:`AtomicCheckpointIO` (the trainer's checkpoint plugin) writes a checkpoint to a
   temporary file in the same folder, flushes it to disk, then renames it over the target
   (``os.replace`` is atomic on POSIX), so a process killed while saving leaves the previous
-  checkpoint intact; Lightning's ``TorchCheckpointIO`` writes into the target file directly.
+  checkpoint intact. (Lightning's ``TorchCheckpointIO`` also renames a temporary file, through
+  an fsspec transaction, but without ``fsync``: after a power loss the renamed file can be empty.)
   It refuses to write weights that are NaN or infinite, turns a full disk into one message
   naming the folder, and reads through :func:`load_checkpoint`.
 * :class:`RandomStateCheckpoint` stores the Python, NumPy and torch (CPU and CUDA) random

@@ -9,7 +9,7 @@ Everything here works without the command line; :mod:`vae_zoo.evaluate` and
 ``conf/sample.yaml``, then the command line). The config also gets ``run_dir``, the run folder,
 which places the results in ``<run>/evaluation/`` (``<run>/samples/`` for pictures).
 
-**Units.** As everywhere in vae_zoo (DESIGN.md): ELBO, reconstruction NLL, KL and the
+**Units.** As everywhere in vae_zoo (README, "Units"): ELBO, reconstruction NLL, KL and the
 importance-sampled NLL are in nats per example, summed over the D = C*H*W data dimensions and
 the latent dimensions, averaged over the examples; ``bits/dim = nats / (D ln 2)``.
 """
@@ -32,7 +32,8 @@ from vae_zoo.checkpointing import load_checkpoint
 from vae_zoo.data.base import InMemoryDataModule
 from vae_zoo.errors import ConfigError
 from vae_zoo.experiment import check_compatible, instantiate
-from vae_zoo.metrics.suite import EvaluationContext, EvaluationMetric, SplitBatches
+from vae_zoo.data.splits import SplitBatches
+from vae_zoo.metrics.suite import EvaluationContext, EvaluationMetric
 from vae_zoo.models.base import ELBOModule
 from vae_zoo.run_config import TrainedRun, locate_run
 from vae_zoo.trust import check_trusted_targets

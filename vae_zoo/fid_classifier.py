@@ -24,7 +24,7 @@ def train_fid_classifier(cfg: DictConfig) -> tuple[Path, float, int]:
     import torch
     from hydra.utils import instantiate
 
-    from vae_zoo.evaluation import SplitBatches
+    from vae_zoo.data.splits import SplitBatches
     from vae_zoo.metrics.fid import train_classifier_extractor
 
     torch.manual_seed(cfg.seed)

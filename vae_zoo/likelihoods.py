@@ -44,10 +44,6 @@ class Likelihood(nn.Module):
         """E[x | params], an image in [0, 1] for display."""
         raise NotImplementedError
 
-    def sample(self, params: Tensor) -> Tensor:
-        """x ~ p(x | params)."""
-        raise NotImplementedError
-
 
 class Bernoulli(Likelihood):
     """Independent Bernoulli per pixel, parameterised by logits (binary or [0, 1] data).
@@ -63,9 +59,6 @@ class Bernoulli(Likelihood):
 
     def mean(self, params: Tensor) -> Tensor:
         return torch.sigmoid(params)
-
-    def sample(self, params: Tensor) -> Tensor:
-        return torch.bernoulli(torch.sigmoid(params))
 
 
 class Gaussian(Likelihood):
@@ -100,9 +93,6 @@ class Gaussian(Likelihood):
 
     def mean(self, params: Tensor) -> Tensor:
         return params.clamp(0.0, 1.0)
-
-    def sample(self, params: Tensor) -> Tensor:
-        return params + torch.randn_like(params) * torch.exp(self.log_sigma)
 
 
 class DiagonalGaussian:

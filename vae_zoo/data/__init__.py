@@ -4,7 +4,8 @@ Small datasets are held in memory; large image sets (CelebA, folders) are decode
 memory-mapped cache. See :mod:`vae_zoo.data.base` for the batch contract.
 """
 
-from vae_zoo.data.base import InMemoryDataModule, IndexBatchSampler, TensorBatches
+from vae_zoo.data.base import InMemoryDataModule
+from vae_zoo.data.sampler import IndexBatchSampler, TensorBatches
 from vae_zoo.data.celeba import CelebADataModule
 from vae_zoo.data.cifar import CIFAR10DataModule
 from vae_zoo.data.dsprites import DSpritesDataModule

@@ -26,7 +26,7 @@ import torchvision
 from torch import Tensor
 
 from vae_zoo.data.base import data_folder, try_download
-from vae_zoo.data.image_cache import CachedImagesDataModule, ImageList
+from vae_zoo.data.cached import CachedImagesDataModule, ImageList
 from vae_zoo.errors import ConfigError, DataError, DataNotFoundError
 
 NUM_ATTRIBUTES = 40
@@ -87,7 +87,7 @@ class CelebADataModule(CachedImagesDataModule):
         image_size: side of the served images.
         crop: side of the centred square cut from the 178 x 218 images before resizing.
         num_classes: the number of attributes, 40 (a conditional model's condition size).
-        **kwargs: see :class:`~vae_zoo.data.image_cache.CachedImagesDataModule`.
+        **kwargs: see :class:`~vae_zoo.data.cached.CachedImagesDataModule`.
     """
 
     folder = "celeba"

@@ -10,7 +10,7 @@ from torch import Tensor
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
 from vae_zoo.data.base import data_folder
-from vae_zoo.data.image_cache import CachedImagesDataModule, ImageList
+from vae_zoo.data.cached import CachedImagesDataModule, ImageList
 from vae_zoo.errors import ConfigError, DataNotFoundError
 
 
@@ -49,7 +49,7 @@ class ImageFolderDataModule(CachedImagesDataModule):
         val_fraction, test_fraction: shares of the readable images held out.
         num_classes: None to take the number of class subfolders found; a number is checked
             against it (a conditional model needs it set: ``data.num_classes``).
-        **kwargs: see :class:`~vae_zoo.data.image_cache.CachedImagesDataModule`.
+        **kwargs: see :class:`~vae_zoo.data.cached.CachedImagesDataModule`.
     """
 
     cache_name = "images"

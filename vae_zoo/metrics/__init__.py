@@ -1,12 +1,13 @@
-"""Numbers that describe a trained model (computed by hand only where no library has them)."""
+"""Numbers that describe a trained model: torchmetrics where it has them (FID, PSNR, SSIM,
+AUROC), our own code where it does not (each module says why). The evaluation report's metric
+objects are in :mod:`vae_zoo.metrics.suite`."""
 
 from vae_zoo.metrics.active_units import ACTIVE_UNIT_THRESHOLD, active_units, posterior_mean_variance
 from vae_zoo.metrics.anomaly import OODDetectionScores, negative_elbo_scores, ood_detection_scores
+from vae_zoo.metrics.dci import DCIScores, dci
 from vae_zoo.metrics.disentanglement import (
-    DCIScores,
     FactorVAEScore,
     MIGScore,
-    dci,
     factor_vae_score,
     latent_codes_and_factors,
     mutual_information_gap,

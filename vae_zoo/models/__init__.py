@@ -1,6 +1,7 @@
 """VAE variants, one file each, on the shared ELBO base (:mod:`vae_zoo.models.base`)."""
 
-from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms, ImportanceSamples
+from vae_zoo.models.base import ELBOModule
+from vae_zoo.models.terms import Capabilities, ELBOTerms, ImportanceSamples
 from vae_zoo.models.beta_tcvae import BetaTCVAE
 from vae_zoo.models.beta_vae import BetaVAE
 from vae_zoo.models.cvae import ConditionalVAE

@@ -76,7 +76,7 @@ class VQVAE(ELBOModule):
         return self.likelihood.mean(self.decoder(self.quantizer(code).z_q))
 
     def prior_sample(self, num_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Code indices drawn uniformly (the VQ-VAE prior before a PixelCNN is fitted)."""
+        """Code indices drawn uniformly: the VQ-VAE's prior, as vae_zoo fits no learned prior over the codes (yet)."""
         shape = (num_samples, self.grid_size, self.grid_size)
         return {"z": torch.randint(0, self.quantizer.num_codes, shape, generator=generator)}
 
