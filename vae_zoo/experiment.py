@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -162,22 +161,6 @@ def global_batch_size(experiment: Experiment) -> int:
     return experiment.datamodule.batch_size * trainer.world_size * trainer.accumulate_grad_batches
 
 
-def prepare_hydra_for_ddp_children(output_dir: Path) -> None:
-    """Lightning starts the extra DDP ranks by re-running this program with ``sys.argv`` plus
-    ``hydra.run.dir=<HydraConfig run.dir>`` (and no Hydra output subdir). Make that exactly this
-    job: its own folder (in a multirun, ``run.dir`` is not the job's folder) and only this
-    job's overrides (no ``-m`` or sweep lists, which would start a sweep in every rank).
-    Without this each rank gets its own output folder (lightning-hydra-template #393)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return
-    hydra_cfg = HydraConfig.get()
-    with read_write(hydra_cfg):
-        hydra_cfg.run.dir = str(output_dir)
-    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
-
-
 @dataclass
 class TrainResult:
     """What :func:`train` returns: the final metrics and the trained experiment."""
@@ -294,8 +277,6 @@ def _fit_and_test(cfg: DictConfig, experiment: Experiment, checkpoint: Path | No
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     trainer = experiment.trainer
-    if trainer.world_size > 1:
-        prepare_hydra_for_ddp_children(experiment.output_dir)
     model = torch.compile(experiment.model) if cfg.get("compile") else experiment.model
     last = next((callback for callback in trainer.callbacks if isinstance(callback, LastCheckpoint)), None)
     try:

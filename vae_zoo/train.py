@@ -8,14 +8,31 @@ its folder (``hydra.run.dir=<run> ckpt_path=last``) composes that run's ``config
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, read_write
 
 from vae_zoo.config import config_dir
 from vae_zoo.console import ConsoleLog, lightning_logs_through_root, quiet_known_noise
 from vae_zoo.errors import Preempted, VaeZooError, report_and_exit, report_or_reraise
 from vae_zoo.run_config import register_continued_run_from_argv
+
+
+def prepare_hydra_for_ddp_children(output_dir: Path) -> None:
+    """Lightning starts the extra DDP ranks by re-running this program with ``sys.argv`` plus
+    ``hydra.run.dir=<HydraConfig run.dir>`` (and no Hydra output subdir). Make that exactly this
+    job: its own folder (in a multirun, ``run.dir`` is not the job's folder) and only this
+    job's overrides (no ``-m`` or sweep lists, which would start a sweep in every rank).
+    Without this each rank gets its own output folder (lightning-hydra-template #393)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    with read_write(hydra_cfg):
+        hydra_cfg.run.dir = str(output_dir)
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
@@ -26,6 +43,7 @@ def _main(cfg: DictConfig) -> float:
     from vae_zoo.experiment import objective, train
 
     lightning_logs_through_root()
+    prepare_hydra_for_ddp_children(Path(cfg.paths.output_dir))  # read only if a DDP launcher starts more ranks
     with ConsoleLog() as console_log:  # <run>/train.log: the whole console, the last error included
         try:
             return objective(train(cfg, console_log).metrics, cfg.optimized_metric)
