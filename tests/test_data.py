@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from vae_zoo.data import DataNotFoundError, IndexBatchSampler, MNISTDataModule, SpritesDataModule
+from vae_zoo.data.corruption import GaussianNoise, PixelMask
 from vae_zoo.data.mnist import read_idx
 from vae_zoo.errors import DataError
 
@@ -170,7 +171,7 @@ def test_rank_shards_train_disjoint_equal_and_eval_exact(monkeypatch, num_items,
 
 def test_denoising_corruption_keeps_the_clean_target(mnist_root):
     dm = MNISTDataModule(root=str(mnist_root), download=False, val_size=50, batch_size=300,
-                         corruption={"kind": "mask", "fraction": 0.5})
+                         corruption=PixelMask(0.5))
     dm.setup()
 
     class Stage:  # stands in for the trainer state the hook reads
@@ -191,7 +192,7 @@ def test_denoising_corruption_keeps_the_clean_target(mnist_root):
     dm.trainer = None
     val = first_batch(dm, dm.val_dataloader())
     assert torch.equal(val["target"], dm.splits["val"]["image"][: len(val["image"])].float() / 255)
-    twin = MNISTDataModule(root=str(mnist_root), download=False, val_size=50, corruption={"kind": "mask", "fraction": 0.5})
+    twin = MNISTDataModule(root=str(mnist_root), download=False, val_size=50, corruption=PixelMask(0.5))
     twin.setup()
     assert torch.equal(first_batch(twin, twin.val_dataloader())["image"], val["image"])
     assert not torch.equal(val["image"], val["target"])
@@ -200,15 +201,27 @@ def test_denoising_corruption_keeps_the_clean_target(mnist_root):
 def test_gaussian_corruption_and_config_errors(mnist_root):
     from vae_zoo.errors import ConfigError
 
-    dm = MNISTDataModule(root=str(mnist_root), download=False, val_size=50, corruption={"kind": "gaussian", "std": 0.2})
+    dm = MNISTDataModule(root=str(mnist_root), download=False, val_size=50, corruption=GaussianNoise(0.2))
     images = torch.full((64, 1, 28, 28), 128, dtype=torch.uint8)
     batch = dm.on_after_batch_transfer({"image": images}, 0)
     noise = batch["image"] - batch["target"]
     assert batch["image"].min() >= 0 and batch["image"].max() <= 1
     assert abs(noise.std().item() - 0.2) < 0.01 and abs(noise.mean().item()) < 0.01
-    with pytest.raises(ConfigError, match="kind must be one of"):
-        MNISTDataModule(corruption={"kind": "salt"})
-    with pytest.raises(ConfigError, match="'std'"):
-        MNISTDataModule(corruption={"kind": "gaussian", "fraction": 0.1})
+    with pytest.raises(ConfigError, match="corruption=gaussian data.corruption.std"):  # the old mapping form says what to write
+        MNISTDataModule(corruption={"kind": "gaussian", "std": 0.1})
+    with pytest.raises(ConfigError, match="std must be > 0"):
+        GaussianNoise(0.0)
     with pytest.raises(ConfigError, match="fraction must be in"):
-        MNISTDataModule(corruption={"kind": "mask", "fraction": 1.5})
+        PixelMask(1.5)
+
+
+def test_corruption_is_chosen_by_config_group():
+    """corruption=gaussian / mask build the object from its _target_, settings under data.corruption."""
+    from hydra.utils import instantiate
+
+    from vae_zoo.config import compose_config
+
+    cfg = compose_config(["corruption=mask", "data.corruption.fraction=0.4", "data.num_train=8", "data.num_val=4", "data.num_test=4"])
+    dm = instantiate(cfg.data)
+    assert isinstance(dm.corruption, PixelMask) and dm.corruption.fraction == 0.4
+    assert compose_config([]).data.corruption is None

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from vae_zoo.data.corruption import Corruption, make_corruption
+from vae_zoo.data.corruption import Corruption, check_corruption
 from vae_zoo.data.sampler import IndexBatchSampler, TensorBatches
 from vae_zoo.errors import ConfigError
 
@@ -179,10 +179,10 @@ class InMemoryDataModule(L.LightningDataModule):
             ``"dynamic"`` (a fresh Bernoulli sample of every training batch, Salakhutdinov &
             Murray 2008; validation and test are binarized once with a fixed seed so their
             numbers are stable).
-        corruption: train a denoising autoencoder: None (off), ``{"kind": "gaussian", "std":
-            0.1}`` (additive noise, clipped to [0, 1]) or ``{"kind": "mask", "fraction":
-            0.25}`` (that fraction of pixels set to 0); see :mod:`vae_zoo.data.corruption` and
-            the batch contract above.
+        corruption: train a denoising autoencoder: None (off) or a :class:`~vae_zoo.data.corruption.Corruption`
+            (``GaussianNoise(std)``: additive noise, clipped to [0, 1]; ``PixelMask(fraction)``:
+            that fraction of pixels set to 0); see :mod:`vae_zoo.data.corruption` and the batch
+            contract above.
         seed: seed for any randomness in building the splits (and corrupting the evaluation
             sets); the training order follows the run's seed instead.
         pin_memory: pin host memory for faster transfer to a GPU.
@@ -218,7 +218,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.binarize, self.seed, self.pin_memory = binarize, seed, pin_memory
-        self.corruption = make_corruption(corruption)
+        self.corruption = check_corruption(corruption)
         self.splits: dict[str, Split] | None = None
 
     @property

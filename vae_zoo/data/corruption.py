@@ -1,19 +1,19 @@
 """Input corruptions for denoising autoencoders (Vincent et al. 2008; Im et al. 2017, DVAE).
 
 The model is given the corrupted image as input and scored against the clean one (see the
-batch contract in :mod:`vae_zoo.data.base`). A corruption is chosen in the data config::
+batch contract in :mod:`vae_zoo.data.base`). A corruption is an object built from its
+``_target_`` like everything else, chosen with the ``corruption`` config group
+(``conf/corruption/``)::
 
-    corruption: null                           # off (default)
-    corruption: {kind: gaussian, std: 0.1}     # x + N(0, std^2), clipped to [0, 1]
-    corruption: {kind: mask, fraction: 0.25}   # each pixel (all its channels) set to 0 w.p. fraction
+    python -m vae_zoo.train corruption=gaussian data.corruption.std=0.1   # x + N(0, std^2), clipped to [0, 1]
+    python -m vae_zoo.train corruption=mask data.corruption.fraction=0.25 # each pixel (all channels) set to 0 w.p. fraction
 
-or on the command line, e.g. ``data.corruption={kind:mask,fraction:0.5}``.
+A corruption of your own subclasses :class:`Corruption` and is named by its ``_target_``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -73,32 +73,19 @@ class PixelMask(Corruption):
         return f"PixelMask(fraction={self.fraction})"
 
 
-CORRUPTIONS: dict[str, type[Corruption]] = {"gaussian": GaussianNoise, "mask": PixelMask}
-_PARAMETERS = {"gaussian": "std", "mask": "fraction"}
-
-
-def make_corruption(config: Mapping[str, Any] | Corruption | None) -> Corruption | None:
-    """Build the corruption a data config asks for.
-
-    Args:
-        config: None (no corruption), a mapping ``{"kind": <name in CORRUPTIONS>, <its
-            parameter>: value}``, or a ready :class:`Corruption`.
+def check_corruption(corruption: Any) -> Corruption | None:
+    """The data config's ``corruption``: None or a :class:`Corruption` (Hydra builds it from its
+    ``_target_``, e.g. ``corruption=gaussian``).
 
     Raises:
-        ConfigError: unknown kind, or missing / unexpected / out-of-range parameters.
+        ConfigError: anything else, e.g. the ``{kind: gaussian, std: 0.1}`` mapping of vae_zoo
+            before 0.2, with the form to use instead.
     """
-    if config is None or isinstance(config, Corruption):
-        return config
-    if not isinstance(config, Mapping):
-        raise ConfigError(f"data.corruption must be null or a mapping like {{kind: gaussian, std: 0.1}}, got {config!r}.")
-    params = dict(config)
-    kind = params.pop("kind", None)
-    if kind not in CORRUPTIONS:
-        examples = ", ".join(f"{{kind: {k}, {p}: ...}}" for k, p in _PARAMETERS.items())
-        raise ConfigError(f"data.corruption.kind must be one of {sorted(CORRUPTIONS)}, got {kind!r}. Examples: {examples}.")
-    if set(params) != {_PARAMETERS[kind]}:
-        raise ConfigError(
-            f"data.corruption of kind {kind!r} takes exactly one parameter, {_PARAMETERS[kind]!r}; "
-            f"got {sorted(params)}."
-        )
-    return CORRUPTIONS[kind](**params)
+    if corruption is None or isinstance(corruption, Corruption):
+        return corruption
+    raise ConfigError(
+        f"data.corruption must be null or a Corruption built from its _target_, got {corruption!r}. "
+        "Pick one on the command line (corruption=gaussian data.corruption.std=0.1, or corruption=mask "
+        "data.corruption.fraction=0.25), or write {_target_: vae_zoo.data.corruption.GaussianNoise, std: 0.1} "
+        "in a config."
+    )
