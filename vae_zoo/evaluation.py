@@ -28,78 +28,14 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from vae_zoo.checkpointing import load_checkpoint
-from vae_zoo.data.base import InMemoryDataModule
 from vae_zoo.errors import ConfigError
-from vae_zoo.experiment import check_compatible, instantiate
+from vae_zoo.experiment import instantiate
 from vae_zoo.data.splits import SplitBatches
 from vae_zoo.metrics.suite import EvaluationContext, EvaluationMetric
 from vae_zoo.models.base import ELBOModule
-from vae_zoo.run_config import TrainedRun, locate_run
-from vae_zoo.trust import check_trusted_targets
+from vae_zoo.run_config import check_run_config, load_run, resolve_device
 
 log = logging.getLogger(__name__)
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``: the first CUDA device if there is one, else the CPU; anything else as torch
-    spells it (``cpu``, ``cuda:1``, ``mps``)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-# --------------------------------------------------------------------- model and its data
-def check_run_config(cfg: DictConfig) -> TrainedRun:
-    """Locate the run and refuse its config if it names an untrusted ``_target_`` (before
-    anything from it is built). ``cfg.trusted_targets`` comes from the command line and
-    ``conf/evaluate.yaml`` / ``conf/sample.yaml``, which compose after the run's config."""
-    run = locate_run(cfg.ckpt_path)
-    check_trusted_targets(cfg, list(cfg.get("trusted_targets") or ()), source=f"the config of {run.run_dir} (config.yaml, with the command line)")
-    return run
-
-
-@dataclass
-class LoadedRun:
-    """A trained model in eval mode on its device, with the data it was trained on."""
-
-    model: ELBOModule
-    datamodule: InMemoryDataModule
-    run: TrainedRun
-    device: torch.device
-
-
-def load_run(cfg: DictConfig, device: torch.device) -> LoadedRun:
-    """Build data and model from ``cfg`` exactly as training did, and load the checkpoint's
-    weights (strictly: every tensor must fit).
-
-    Nothing in the run's files can run code: the config's targets are checked against the
-    trusted set first (:mod:`vae_zoo.trust`), and the checkpoint is read with
-    ``weights_only=True`` (:func:`vae_zoo.checkpointing.load_checkpoint`).
-
-    Raises:
-        UntrustedFileError: the config names an untrusted target, or the checkpoint holds
-            objects other than tensors and plain values.
-        ConfigError: missing checkpoint/config, data files that are not there, a model that
-            does not fit the data, or weights that do not fit the model (e.g. after an override
-            of ``model.latent_dim``).
-    """
-    run = check_run_config(cfg)
-    datamodule: InMemoryDataModule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    model: ELBOModule = instantiate(cfg.model)
-    check_compatible(datamodule, model)
-    checkpoint = load_checkpoint(run.checkpoint)
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except (KeyError, RuntimeError) as error:
-        raise ConfigError(
-            f"The weights in {run.checkpoint} do not fit the model built from the run's config "
-            f"({str(error).splitlines()[0]}). Leave the model settings as they were trained."
-        ) from error
-    model.on_load_checkpoint(checkpoint)
-    datamodule.setup("test")
-    return LoadedRun(model=model.to(device).eval(), datamodule=datamodule, run=run, device=device)
-
 
 # ------------------------------------------------------------------------------ the report
 @dataclass

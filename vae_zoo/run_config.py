@@ -14,8 +14,9 @@ The composed config is therefore *the trained config, then the command's own set
 the command line*: ``data.root=/elsewhere`` changes where the trained data is read from, a typo
 (``data.rot=...``) is refused by Hydra as for training, and ``--cfg job`` prints what is used.
 A run folder whose ``config.yaml`` is not the plain file training writes is refused
-(:func:`vae_zoo.trust.plain_config_problems`). Nothing here imports torch or Lightning, so a
-command's ``--help`` and ``--cfg job`` stay fast.
+(:func:`vae_zoo.trust.plain_config_problems`). :func:`load_run` then builds a trained run's data
+and model and loads its weights, for ``evaluate`` and ``sample``. Nothing here imports torch or
+Lightning at import time, so a command's ``--help`` and ``--cfg job`` stay fast.
 """
 
 from __future__ import annotations
@@ -25,12 +26,19 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
 from vae_zoo.config import compose_config
 from vae_zoo.errors import ConfigError, UntrustedFileError, VaeZooError, report_and_exit
-from vae_zoo.trust import plain_config_problems
+from vae_zoo.trust import check_trusted_targets, plain_config_problems
+
+if TYPE_CHECKING:
+    import torch
+
+    from vae_zoo.data.base import InMemoryDataModule
+    from vae_zoo.models.base import ELBOModule
 
 
 # ------------------------------------------------------------- evaluate and sample: trained_run
@@ -178,6 +186,73 @@ def main_with_run_config(hydra_main: Callable[[], None]) -> None:
     except VaeZooError as error:
         report_and_exit(error)
     hydra_main()
+
+
+# ------------------------------------------------------------ loading a run: model and data
+def resolve_device(name: str) -> "torch.device":
+    """``auto``: the first CUDA device if there is one, else the CPU; anything else as torch
+    spells it (``cpu``, ``cuda:1``, ``mps``)."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def check_run_config(cfg: DictConfig) -> TrainedRun:
+    """Locate the run and refuse its config if it names an untrusted ``_target_`` (before
+    anything from it is built). ``cfg.trusted_targets`` comes from the command line and
+    ``conf/evaluate.yaml`` / ``conf/sample.yaml``, which compose after the run's config."""
+    run = locate_run(cfg.ckpt_path)
+    check_trusted_targets(cfg, list(cfg.get("trusted_targets") or ()), source=f"the config of {run.run_dir} (config.yaml, with the command line)")
+    return run
+
+
+@dataclass
+class LoadedRun:
+    """A trained model in eval mode on its device, with the data it was trained on."""
+
+    model: ELBOModule
+    datamodule: InMemoryDataModule
+    run: TrainedRun
+    device: "torch.device"
+
+
+def load_run(cfg: DictConfig, device: "torch.device") -> LoadedRun:
+    """Build data and model from ``cfg`` exactly as training did, and load the checkpoint's
+    weights (strictly: every tensor must fit).
+
+    Nothing in the run's files can run code: the config's targets are checked against the
+    trusted set first (:mod:`vae_zoo.trust`), and the checkpoint is read with
+    ``weights_only=True`` (:func:`vae_zoo.checkpointing.load_checkpoint`).
+
+    Raises:
+        UntrustedFileError: the config names an untrusted target, or the checkpoint holds
+            objects other than tensors and plain values.
+        ConfigError: missing checkpoint/config, data files that are not there, a model that
+            does not fit the data, or weights that do not fit the model (e.g. after an override
+            of ``model.latent_dim``).
+    """
+    # torch and Lightning only now: this module serves --help too
+    from vae_zoo.checkpointing import load_checkpoint
+    from vae_zoo.experiment import check_compatible, instantiate
+
+    run = check_run_config(cfg)
+    datamodule: InMemoryDataModule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    model: ELBOModule = instantiate(cfg.model)
+    check_compatible(datamodule, model)
+    checkpoint = load_checkpoint(run.checkpoint)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except (KeyError, RuntimeError) as error:
+        raise ConfigError(
+            f"The weights in {run.checkpoint} do not fit the model built from the run's config "
+            f"({str(error).splitlines()[0]}). Leave the model settings as they were trained."
+        ) from error
+    model.on_load_checkpoint(checkpoint)
+    datamodule.setup("test")
+    return LoadedRun(model=model.to(device).eval(), datamodule=datamodule, run=run, device=device)
 
 
 # ------------------------------------------------------- train continuing a run: continued_run
