@@ -440,3 +440,26 @@ def test_an_empty_or_corrupt_checkpoint_is_one_clear_error(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(CheckpointError, match="is not a readable checkpoint"):
         load_checkpoint(path)
+
+
+def test_a_run_made_before_new_defaults_continues_as_it_was_made(tmp_path):
+    """A run folder from an older vae_zoo lacks settings added since (here: the sprites'
+    sprite_size and the warm-up length, whose defaults are not what the run was built with).
+    Continuing it must not pull today's defaults in: those settings are left out, the classes'
+    own defaults apply, as when the run was made; a value given on the command line still counts."""
+    run = tmp_path / "run"
+    first = run_cli([*TINY_SPRITES, *LOGGED_EVERY_STEP, "kl_schedule=constant", "trainer.max_epochs=1", f"hydra.run.dir={run}"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    old = OmegaConf.load(run / "config.yaml")  # as an older vae_zoo wrote it
+    del old.data["sprite_size"]
+    OmegaConf.save(old, run / "config.yaml")
+    result = run_cli([f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_epochs=2"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "without data.sprite_size" in result.stdout
+    config = OmegaConf.load(run / "config.yaml")
+    assert "sprite_size" not in config.data and "warmup_steps" not in config.model.kl_schedule
+    betas = [float(row["train/beta"]) for row in csv.DictReader(open(run / "csv" / "metrics.csv")) if row.get("train/beta")]
+    assert betas and set(betas) == {1.0}  # still constant β: today's default warm-up did not come in
+    again = run_cli([f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_epochs=3", "data.sprite_size=1.5"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert OmegaConf.load(run / "config.yaml").data.sprite_size == 1.5

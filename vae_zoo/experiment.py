@@ -28,6 +28,7 @@ from vae_zoo.data.base import InMemoryDataModule
 from vae_zoo.errors import ConfigError, Preempted, VaeZooError
 from vae_zoo.loggers import CSVLogger as HistoryCSVLogger
 from vae_zoo.models.base import ELBOModule
+from vae_zoo.run_config import keep_only_what_the_run_had
 from vae_zoo.run_folder import RunFolderLock, check_fresh_or_resumed, existing_run, write_run_record
 from vae_zoo.trust import check_trusted_targets
 
@@ -196,6 +197,12 @@ def _train(cfg: DictConfig, console_log: ConsoleLog) -> TrainResult:
         torch.set_flush_denormal(True)  # returns False (and does nothing) on CPUs without the mode
     if cfg.get("continued_run"):  # built from the run's config.yaml: only from trusted targets
         check_trusted_targets(cfg, list(cfg.get("trusted_targets") or ()), source=f"the config of {cfg.continued_run} (config.yaml, with the command line)")
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        removed = keep_only_what_the_run_had(cfg, Path(cfg.continued_run), overrides)
+        if removed:
+            log.info("Continuing %s as it was made: without %s (settings added to vae_zoo since).", cfg.continued_run, ", ".join(removed))
     checkpoint = resolve_checkpoint(cfg)
     # read once, weights_only (nothing in the file runs) and mmap (the tensors are not read):
     # for the W&B run id and the resume check; Lightning reads it for real

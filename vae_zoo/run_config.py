@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vae_zoo.config import compose_config
 from vae_zoo.errors import ConfigError, UntrustedFileError, VaeZooError, report_and_exit
@@ -322,3 +322,42 @@ def register_continued_run_from_argv(args: list[str], groups: set[str]) -> Path 
     node.continued_run = str(folder)
     ConfigStore.instance().store(group=CONTINUED_RUN_GROUP, name="config", node=node, package="_global_")
     return folder
+
+
+def keep_only_what_the_run_had(cfg: DictConfig, folder: Path, overrides: Sequence[str]) -> list[str]:
+    """Remove from a continued run's composed ``cfg`` every setting its ``config.yaml`` did not
+    have and the command line did not give; returns their dotted keys.
+
+    The composition puts the run's config over today's defaults, so a setting vae_zoo added
+    since the run was made (say ``data.sprite_size: 2.0``) would otherwise come in with today's
+    default, while the run was built without it, with its class's own default. Without the key
+    the run is rebuilt as it was."""
+    run_keys = set(_dotted_keys(OmegaConf.load(folder / "config.yaml")))
+    given = {arg.split("=", 1)[0].lstrip("+~") for arg in overrides if "=" in arg}
+    keep_always = {*_NOT_FROM_THE_RUN, "paths", "hydra"}
+    removed = []
+    for key in sorted(_dotted_keys(cfg), key=lambda k: -k.count(".")):
+        if key in run_keys or key.split(".")[0] in keep_always:
+            continue
+        if any(key == g or key.startswith(g + ".") or g.startswith(key + ".") for g in given):
+            continue
+        if any(other.startswith(key + ".") for other in run_keys):  # a parent of kept settings
+            continue
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        with open_dict(node):
+            node.pop(leaf, None)
+        removed.append(key)
+    return sorted(removed)
+
+
+def _dotted_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Every key of a config mapping, nested ones as ``a.b.c``, interpolations unresolved."""
+    keys = []
+    for key in node.keys():
+        value = node._get_node(key)
+        dotted = f"{prefix}{key}"
+        keys.append(dotted)
+        if isinstance(value, DictConfig) and not value._is_none() and not value._is_interpolation():
+            keys += _dotted_keys(value, dotted + ".")
+    return keys
