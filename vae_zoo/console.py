@@ -129,15 +129,6 @@ class _Tee:
         self.log.record(text)
         return len(text)
 
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-    def fileno(self) -> int:
-        return self.stream.fileno()
-
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)
 
@@ -203,6 +194,7 @@ class ConsoleLog:
         with self._lock:
             done, self._final = self._final, []
             tail = self._plain.pending()
+        self._last_flush = time.monotonic()  # also after a failed write: no retry on every print
         try:
             with open(self.path, "r+" if self.path.is_file() else "w", encoding="utf-8") as file:
                 file.seek(self._offset)
@@ -213,4 +205,3 @@ class ConsoleLog:
                 file.writelines(line.rstrip() + "\n" for line in tail)
         except OSError:  # a full disk must not stop training; the run's checkpoints say what failed
             return
-        self._last_flush = time.monotonic()

@@ -261,7 +261,8 @@ def model_summary(model: ELBOModule) -> str:
     def count(module: torch.nn.Module) -> int:
         return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
-    parts = [f"{name} {get_human_readable_count(count(child))}" for name, child in model.named_children() if count(child)]
+    per_part = {name: count(child) for name, child in model.named_children()}
+    parts = [f"{name} {get_human_readable_count(n)}" for name, n in per_part.items() if n]
     return f"{type(model).__name__}: {get_human_readable_count(count(model))} trainable parameters ({', '.join(parts)})."
 
 

@@ -351,13 +351,15 @@ def keep_only_what_the_run_had(cfg: DictConfig, folder: Path, overrides: Sequenc
     return sorted(removed)
 
 
-def _dotted_keys(node: DictConfig, prefix: str = "") -> list[str]:
+def _dotted_keys(node: DictConfig) -> list[str]:
     """Every key of a config mapping, nested ones as ``a.b.c``, interpolations unresolved."""
-    keys = []
-    for key in node.keys():
-        value = node._get_node(key)
-        dotted = f"{prefix}{key}"
-        keys.append(dotted)
-        if isinstance(value, DictConfig) and not value._is_none() and not value._is_interpolation():
-            keys += _dotted_keys(value, dotted + ".")
+    keys: list[str] = []
+
+    def walk(mapping: dict, prefix: str) -> None:
+        for key, value in mapping.items():
+            keys.append(f"{prefix}{key}")
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+
+    walk(OmegaConf.to_container(node, resolve=False), "")
     return keys

@@ -29,7 +29,7 @@ from vae_zoo.errors import ConfigError
 from vae_zoo.metrics.active_units import ACTIVE_UNIT_THRESHOLD, active_units
 from vae_zoo.metrics.anomaly import negative_elbo_scores, ood_detection_scores
 from vae_zoo.metrics.dci import dci
-from vae_zoo.metrics.disentanglement import factor_vae_score, latent_codes_and_factors, mutual_information_gap
+from vae_zoo.metrics.disentanglement import MIG_NUM_BINS, factor_vae_score, latent_codes_and_factors, mutual_information_gap
 from vae_zoo.metrics.fid import FeatureExtractorUnavailableError, frechet_distance
 from vae_zoo.metrics.likelihood import importance_sampled_log_likelihoods
 from vae_zoo.stats import bits_per_dim
@@ -292,11 +292,12 @@ class Disentanglement(EvaluationMetric):
         log.info("Disentanglement (MIG, FactorVAE, DCI).")
         codes, factors = latent_codes_and_factors(context.model, context.batches())
         classifier = instantiate(self.dci["classifier"])  # a prototype, cloned per factor
-        num_bins = self.mig.get("num_bins", 20)
+        num_bins = self.mig.get("num_bins", MIG_NUM_BINS)
+        dci_settings = {key: value for key, value in self.dci.items() if key != "classifier"}
         try:
             mig = mutual_information_gap(factors, codes, num_bins=num_bins)
             factor_vae = factor_vae_score(factors, codes, **self.factor_vae, seed=self.seed)
-            dci_scores = dci(factors, codes, classifier=classifier, test_fraction=self.dci.get("test_fraction", 0.333), seed=self.seed)
+            dci_scores = dci(factors, codes, classifier=classifier, **dci_settings, seed=self.seed)
         except ValueError as error:  # e.g. a factor that takes one value on a tiny split
             report.skip(self.name, str(error))
             return
