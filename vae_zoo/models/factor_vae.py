@@ -93,8 +93,7 @@ class FactorVAE(ELBOModule):
         self.manual_backward(discriminator_loss)
         discriminator_optimizer.step()
         terms.extras.update(discriminator_loss=discriminator_loss.detach(), discriminator_accuracy=accuracy)
-        self._log_terms("train", terms, batch_size=batch["image"].shape[0])
-        self._log_schedule()
+        self.log_training_step(terms, batch_size=batch["image"].shape[0])
         return terms.loss
 
     def configure_optimizers(self) -> Any:
