@@ -26,7 +26,8 @@ class TensorBatches(Dataset):
     """A dataset whose items are whole batches: ``dataset[indices]`` indexes every tensor once.
 
     Args:
-        tensors: CPU tensors with a common first dimension (one split).
+        tensors: tensors with a common first dimension (one split), all on the CPU or all on
+            one accelerator (``data.on_device``: the batch is then gathered there).
     """
 
     def __init__(self, tensors: Split):
@@ -38,13 +39,17 @@ class TensorBatches(Dataset):
         # torch's CPU indexing has a larger fixed cost per call and runs on the intra-op thread
         # pool; for a batch of rows numpy is several times faster (over ten times when other
         # processes keep the CPUs busy). The arrays share memory with the tensors.
-        self.arrays = {key: t.numpy() for key, t in tensors.items()}
+        self.device = next(iter(tensors.values())).device
+        self.arrays = {key: t.numpy() for key, t in tensors.items()} if self.device.type == "cpu" else None
 
     def __len__(self) -> int:
         return len(next(iter(self.tensors.values())))
 
     def __getitem__(self, indices: Tensor) -> Split:
         """``indices``: (B,) int64. Returns each tensor's rows at ``indices``, as new tensors."""
+        if self.arrays is None:  # held on an accelerator: one gather there, nothing crosses the bus
+            rows = indices.to(self.device, non_blocking=True)
+            return {key: t[rows] for key, t in self.tensors.items()}
         rows = indices.numpy()
         return {key: torch.from_numpy(np.take(array, rows, axis=0)) for key, array in self.arrays.items()}
 

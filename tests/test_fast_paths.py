@@ -1,0 +1,132 @@
+"""The cheap paths of a training step (issue 18) change nothing a user sees: the same logged
+rows, the same clipping, the same results; the GPU flags run on the CPU."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import lightning as L
+import pytest
+import torch
+
+from conftest import TINY_SPRITES
+from vae_zoo.config import compose_config
+from vae_zoo.errors import ConfigError
+from vae_zoo.experiment import build, train
+from vae_zoo.models.base import ELBOModule
+
+RUN = [*TINY_SPRITES, "test=false"]  # 8 training steps per epoch, 2 epochs
+
+
+def metrics_rows(run_dir) -> list[dict[str, str]]:
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class PreStepGradNorms(L.Callback):
+    """Records the total gradient norm that each optimizer step was given (after any clip), and
+    the environment's NVML setting while the run trains."""
+
+    def __init__(self):
+        self.norms: list[float] = []
+        self.nvml_check_during_fit: set[str | None] = set()
+
+    def on_train_start(self, trainer, module):
+        def record(optimizer, args, kwargs):
+            grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            self.norms.append(float(torch.nn.utils.get_total_norm(grads)))
+
+        trainer.optimizers[0].register_step_post_hook(record)  # the gradients the step used
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.nvml_check_during_fit.add(os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK"))
+
+
+def clock(result) -> PreStepGradNorms:
+    return next(c for c in result.experiment.trainer.callbacks if isinstance(c, PreStepGradNorms))
+
+
+CLOCK = ["+callbacks.grad_norms._target_=test_fast_paths.PreStepGradNorms"]
+
+
+def test_self_log_only_on_steps_that_reach_the_logger_leaves_every_row_as_it_was(tmp_path, monkeypatch):
+    args = [*RUN, "trainer.log_every_n_steps=3"]
+    calls = []
+    original = ELBOModule._log_terms
+    monkeypatch.setattr(ELBOModule, "_log_terms", lambda self, *a, **k: (calls.append(self.global_step), original(self, *a, **k)))
+    gated = train(compose_config(args, output_dir=tmp_path / "gated"))
+    # logging steps 2, 5, 8, 11, 14 and each epoch's last batch (7, 15): 7 of the 16 steps
+    assert calls == [2, 5, 7, 8, 11, 14, 15]
+    monkeypatch.setattr(ELBOModule, "step_reaches_logger", lambda self: True)  # log every step, as before
+    every = train(compose_config(args, output_dir=tmp_path / "every"))
+    assert metrics_rows(tmp_path / "gated") == metrics_rows(tmp_path / "every")
+    assert {row["step"] for row in metrics_rows(tmp_path / "gated") if row.get("train/loss")} == {"2", "5", "8", "11", "14"}
+    # the final metrics a sweep reads still end with the last step's training terms
+    assert gated.metrics == every.metrics and "train/loss" in gated.metrics
+
+
+def test_a_run_shorter_than_the_logging_interval_still_reports_its_training_loss(tmp_path):
+    result = train(compose_config([*RUN, "trainer.max_steps=3", "optimized_metric=train/loss"], output_dir=tmp_path))
+    assert result.experiment.trainer.global_step == 3 and "train/loss" in result.metrics
+
+
+def test_the_clip_holds_the_norm_the_optimizer_sees_and_the_log_shows_the_norm_before_it(tmp_path):
+    clip = 0.5
+    clipped = train(compose_config([*RUN, *CLOCK, f"trainer.gradient_clip_val={clip}", "trainer.log_every_n_steps=1"], output_dir=tmp_path / "a"))
+    logged = [float(row["train/grad_norm"]) for row in metrics_rows(tmp_path / "a") if row.get("train/grad_norm")]
+    assert len(logged) == 16 and min(logged) > clip  # these gradients are all larger than the clip
+    assert clock(clipped).norms == pytest.approx([clip] * 16, rel=1e-4)
+
+    free = train(compose_config([*RUN, *CLOCK, "trainer.log_every_n_steps=1"], output_dir=tmp_path / "b"))
+    logged = [float(row["train/grad_norm"]) for row in metrics_rows(tmp_path / "b") if row.get("train/grad_norm")]
+    assert logged == pytest.approx(clock(free).norms, rel=1e-5)  # no clip by default: the step sees the logged norm
+
+
+def test_a_large_clip_changes_nothing_and_matches_lightnings_own(tmp_path, monkeypatch):
+    args = [*RUN, "trainer.gradient_clip_val=1e9", "trainer.max_epochs=1"]
+    ours = train(compose_config(args, output_dir=tmp_path / "ours")).metrics
+    monkeypatch.setattr(ELBOModule, "configure_gradient_clipping", L.LightningModule.configure_gradient_clipping)
+    lightnings = train(compose_config(args, output_dir=tmp_path / "lightning")).metrics
+    assert ours["val/elbo"] == pytest.approx(lightnings["val/elbo"], rel=1e-6)
+
+
+def test_a_cpu_run_trains_without_the_nvml_gpu_check_and_gives_it_back(tmp_path):
+    import lightning  # noqa: F401  (sets the variable)
+
+    assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1"
+    result = train(compose_config([*RUN, *CLOCK, "trainer.max_epochs=1"], output_dir=tmp_path))
+    assert clock(result).nvml_check_during_fit == {None}
+    assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1"
+
+
+def test_the_default_optimizer_is_torchs_fused_adam(tmp_path):
+    optimizer = build(compose_config(RUN, output_dir=tmp_path)).model.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"] is True
+
+
+def test_an_optimizer_without_a_fused_kernel_gets_the_fix(tmp_path):
+    cfg = compose_config([*RUN, "model.optimizer._target_=torch.optim.RMSprop"], output_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"~model.optimizer.fused"):
+        build(cfg).model.configure_optimizers()
+    cfg = compose_config([*RUN, "model.optimizer._target_=torch.optim.RMSprop", "~model.optimizer.fused"], output_dir=tmp_path)
+    assert isinstance(build(cfg).model.configure_optimizers(), torch.optim.RMSprop)
+
+
+def test_channels_last_keeps_the_results_and_stores_conv_weights_nhwc(tmp_path):
+    args = [*RUN, "trainer.max_epochs=1"]
+    nhwc = train(compose_config([*args, "channels_last=true"], output_dir=tmp_path / "nhwc"))
+    conv = next(m for m in nhwc.experiment.model.encoder.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    nchw = train(compose_config(args, output_dir=tmp_path / "nchw"))
+    assert nhwc.metrics["val/elbo"] == pytest.approx(nchw.metrics["val/elbo"], rel=1e-4)  # float rounding only
+
+
+def test_gpu_flags_run_on_the_cpu(tmp_path, caplog):
+    with pytest.warns(UserWarning, match="data.on_device=true is ignored"):
+        result = train(compose_config([*RUN, "trainer.max_epochs=1", "data.on_device=true", "trainer.precision=bf16-mixed"],
+                                      output_dir=tmp_path / "a"))
+    assert torch.isfinite(torch.tensor(result.metrics["val/elbo"]))
+    mlp = [arg for arg in RUN if not arg.startswith("model.encoder.")] + ["net=mlp", "model.encoder.hidden=[32]"]
+    train(compose_config([*mlp, "trainer.max_epochs=1", "channels_last=true"], output_dir=tmp_path / "b"))
+    assert "channels_last=true has no effect" in caplog.text
