@@ -14,7 +14,8 @@ machine's torch threads, with denormal floats flushed in both loops:
   (``x = images[index].float() / 255``), ``torch.optim.Adam`` with torch's default
   implementation for the device (on the CPU: its per-tensor loop). Words after ``plain`` make it
   as fast as the hardware allows: ``fused`` (``Adam(fused=True)``), ``channels_last`` (conv nets),
-  ``compile`` (``torch.compile`` of encoder and decoder).
+  ``compile`` (``torch.compile`` of encoder and decoder); ``model`` computes the loss with the
+  vae_zoo model's own forward (``model.batch_terms(batch).loss``): vae_zoo without Lightning.
 - ``vae_zoo``: ``vae_zoo.experiment.train`` on the config ``python -m vae_zoo.train data=mnist
   net=<net>`` composes (default callbacks: progress bar, checkpoints, the five pictures, the CSV
   logger; ``test=false``), for one epoch. Words after ``vae_zoo`` are config overrides
@@ -78,18 +79,21 @@ def summary(step_ends: list[float], epoch_start: float, epoch_end: float) -> dic
     }
 
 
-def run_vae_zoo(net: str, mnist_root: str, extra: list[str], out: Path) -> None:
-    from vae_zoo.config import compose_config
-    from vae_zoo.experiment import train
-
+def vae_zoo_overrides(net: str, mnist_root: str, extra: list[str], out: Path) -> list[str]:
     flags = {"channels_last": "channels_last=true", "compile": "compile=true"}
-    overrides = [
+    return [
         "data=mnist", f"net={net}", f"data.root={mnist_root}", "data.download=false", "trainer.max_epochs=1", "test=false",
         "+callbacks.step_clock._target_=__main__.StepClock", f"+callbacks.step_clock.path={out}",
         *(flags.get(word, word) for word in extra),
     ]
+
+
+def run_vae_zoo(net: str, mnist_root: str, extra: list[str], out: Path) -> None:
+    from vae_zoo.config import compose_config
+    from vae_zoo.experiment import train
+
     with tempfile.TemporaryDirectory() as run_dir:
-        train(compose_config(overrides, output_dir=run_dir))
+        train(compose_config(vae_zoo_overrides(net, mnist_root, extra, out), output_dir=run_dir))
 
 
 def run_plain(net: str, mnist_root: str, words: list[str], out: Path) -> None:
@@ -117,11 +121,14 @@ def run_plain(net: str, mnist_root: str, words: list[str], out: Path) -> None:
     step_ends, epoch_start = [], time.perf_counter()
     for start in range(0, len(order), BATCH_SIZE):
         x = images[order[start : start + BATCH_SIZE]].float().div_(255.0).contiguous(memory_format=memory_format)
-        mu, logvar = encoder(x).chunk(2, dim=1)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        recon = F.binary_cross_entropy_with_logits(decoder(z), x, reduction="sum") / len(x)
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum() / len(x)
-        loss = recon + kl
+        if "model" in words:  # the vae_zoo model's own forward (its ELBO terms, KL schedule) without Lightning
+            loss = model.batch_terms({"image": x}).loss
+        else:
+            mu, logvar = encoder(x).chunk(2, dim=1)
+            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+            recon = F.binary_cross_entropy_with_logits(decoder(z), x, reduction="sum") / len(x)
+            kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum() / len(x)
+            loss = recon + kl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -173,6 +180,11 @@ def main() -> None:
     jobs += [(f"vae_zoo ({name})", Path(folder).resolve(), "vae_zoo") for name, folder in (s.split("=", 1) for s in args.source)]
     if "plain" not in args.variants:
         raise SystemExit("--variants must include plain: every ratio is to the plain loop of the same round.")
+    from vae_zoo.config import compose_config
+
+    for label, source, variant in jobs:  # a misspelt override fails now, not after an hour of rounds
+        if variant.startswith("vae_zoo") and source == this_tree:
+            compose_config(vae_zoo_overrides(args.nets[0], mnist_root, variant.split()[1:], Path("unused")), output_dir="unused")
     results = {(net, label): [] for net in args.nets for label, _, _ in jobs}
     with tempfile.TemporaryDirectory() as scratch:
         for round_ in range(args.rounds):

@@ -130,3 +130,16 @@ def test_gpu_flags_run_on_the_cpu(tmp_path, caplog):
     mlp = [arg for arg in RUN if not arg.startswith("model.encoder.")] + ["net=mlp", "model.encoder.hidden=[32]"]
     train(compose_config([*mlp, "trainer.max_epochs=1", "channels_last=true"], output_dir=tmp_path / "b"))
     assert "channels_last=true has no effect" in caplog.text
+
+
+def test_the_progress_bar_updates_when_a_redraw_is_due_and_at_each_epochs_last_batch(tmp_path, monkeypatch):
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    updates = []
+    original = RichProgressBar.on_train_batch_end
+    monkeypatch.setattr(RichProgressBar, "on_train_batch_end",
+                        lambda self, trainer, *args: (updates.append((trainer.current_epoch, args[-1])), original(self, trainer, *args)))
+    args = [arg for arg in RUN if arg != "callbacks.progress_bar=null"] + ["callbacks.progress_bar.refresh_rate=1"]
+    train(compose_config(args, output_dir=tmp_path))
+    assert (0, 0) in updates and (0, 7) in updates and (1, 7) in updates  # first batch, each epoch's last
+    assert len(updates) < 16  # not after every one of the 16 batches (tiny steps: far more than 1 a second)

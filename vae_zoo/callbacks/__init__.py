@@ -11,6 +11,7 @@ from vae_zoo.callbacks.images import (
     PriorSamples,
     Reconstructions,
 )
+from vae_zoo.callbacks.progress import ProgressBar
 
 __all__ = [
     "MediaCallback",
@@ -22,4 +23,5 @@ __all__ = [
     "ClassConditionalGrid",
     "KLPerDimension",
     "CodebookUsage",
+    "ProgressBar",
 ]
