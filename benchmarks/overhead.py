@@ -14,7 +14,8 @@ machine's torch threads, with denormal floats flushed in both loops:
   (``x = images[index].float() / 255``), ``torch.optim.Adam`` with torch's default
   implementation for the device (on the CPU: its per-tensor loop). Words after ``plain`` make it
   as fast as the hardware allows: ``fused`` (``Adam(fused=True)``), ``channels_last`` (conv nets),
-  ``compile`` (``torch.compile`` of encoder and decoder); ``model`` computes the loss with the
+  ``compile`` (``torch.compile`` of encoder and decoder), ``malloc`` (glibc keeps freed memory
+  for the next step: :func:`vae_zoo.cpu.keep_freed_memory`, as a vae_zoo run does); ``model`` computes the loss with the
   vae_zoo model's own forward (``model.batch_terms(batch).loss``): vae_zoo without Lightning.
 - ``vae_zoo``: ``vae_zoo.experiment.train`` on the config ``python -m vae_zoo.train data=mnist
   net=<net>`` composes (default callbacks: progress bar, checkpoints, the five pictures, the CSV
@@ -104,6 +105,10 @@ def run_plain(net: str, mnist_root: str, words: list[str], out: Path) -> None:
     from vae_zoo.config import compose_config
 
     torch.set_flush_denormal(True)
+    if "malloc" in words:
+        from vae_zoo.cpu import keep_freed_memory
+
+        assert keep_freed_memory()
     cfg = compose_config(["data=mnist", f"net={net}", f"data.root={mnist_root}", "data.download=false"], output_dir="unused")
     torch.manual_seed(cfg.seed)
     datamodule = instantiate(cfg.data)

@@ -115,21 +115,48 @@ def test_an_optimizer_without_a_fused_kernel_gets_the_fix(tmp_path):
 
 def test_channels_last_keeps_the_results_and_stores_conv_weights_nhwc(tmp_path):
     args = [*RUN, "trainer.max_epochs=1"]
-    nhwc = train(compose_config([*args, "channels_last=true"], output_dir=tmp_path / "nhwc"))
+    nhwc = train(compose_config(args, output_dir=tmp_path / "nhwc"))  # the default
     conv = next(m for m in nhwc.experiment.model.encoder.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
-    nchw = train(compose_config(args, output_dir=tmp_path / "nchw"))
+    nchw = train(compose_config([*args, "channels_last=false"], output_dir=tmp_path / "nchw"))
     assert nhwc.metrics["val/elbo"] == pytest.approx(nchw.metrics["val/elbo"], rel=1e-4)  # float rounding only
 
 
-def test_gpu_flags_run_on_the_cpu(tmp_path, caplog):
+def test_gpu_flags_run_on_the_cpu(tmp_path):
     with pytest.warns(UserWarning, match="data.on_device=true is ignored"):
         result = train(compose_config([*RUN, "trainer.max_epochs=1", "data.on_device=true", "trainer.precision=bf16-mixed"],
                                       output_dir=tmp_path / "a"))
     assert torch.isfinite(torch.tensor(result.metrics["val/elbo"]))
     mlp = [arg for arg in RUN if not arg.startswith("model.encoder.")] + ["net=mlp", "model.encoder.hidden=[32]"]
-    train(compose_config([*mlp, "trainer.max_epochs=1", "channels_last=true"], output_dir=tmp_path / "b"))
-    assert "channels_last=true has no effect" in caplog.text
+    train(compose_config([*mlp, "trainer.max_epochs=1", "channels_last=true"], output_dir=tmp_path / "b"))  # no conv: nothing to convert
+
+
+KEEP_OR_NOT = """
+import resource, sys, torch
+from vae_zoo.cpu import keep_freed_memory
+import ctypes, ctypes.util
+# glibc's settings at a process's start, held fixed (it raises them by itself once a freed
+# block lands above the threshold, at a moment that depends on what ran before)
+ctypes.CDLL(ctypes.util.find_library("c")).mallopt(-3, 128 * 1024)
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+def faults_of_a_step():  # a step's activations: many buffers alive at once, all freed at its end
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    buffers = [torch.ones(2**21) for _ in range(16)]  # 16 x 8 MB: more than glibc's largest own trim threshold (64 MB)
+    del buffers
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(sum([faults_of_a_step() for _ in range(10)][2:]))  # 8 steps, after two of warming up
+"""
+
+
+def test_keeping_freed_memory_stops_each_step_from_page_faulting_its_buffers_in_again():
+    import subprocess
+    import sys
+
+    faults = {mode: int(subprocess.run([sys.executable, "-c", KEEP_OR_NOT, mode], capture_output=True, text=True, check=True).stdout)
+              for mode in ("keep", "default")}
+    assert faults["default"] >= 8 * 16 * 2048  # every 8 MB buffer of every step mapped afresh, 4 KiB pages
+    assert faults["keep"] <= 2048  # reused (at most one buffer mapped again)
 
 
 def test_the_progress_bar_updates_when_a_redraw_is_due_and_at_each_epochs_last_batch(tmp_path, monkeypatch):

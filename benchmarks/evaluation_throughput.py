@@ -1,0 +1,66 @@
+"""How fast the test NLL is estimated: importance sampling with k = 1000 on MNIST (issue 18).
+
+    python benchmarks/evaluation_throughput.py --mnist-root ../shared/data
+    python benchmarks/evaluation_throughput.py --mnist-root ../shared/data --nets conv --examples 500 --chunk-sizes 50 100 250
+
+For each net, the model ``python -m vae_zoo.train data=mnist data.binarize=dynamic net=<net>``
+builds is evaluated by :func:`vae_zoo.metrics.importance_sampled_log_likelihoods` (the function
+``python -m vae_zoo.evaluate`` calls) on the first ``--examples`` test images, binarized once
+with the data's fixed seed, in batches of ``data.eval_batch_size`` (1000, the evaluate default;
+fewer when ``--examples`` is smaller), with k = ``--k`` samples decoded ``chunk`` at a time.
+The weights are as initialised: the cost of a decode does not depend on them (denormal floats
+are flushed, as a training run does). Printed: test examples per second, decodes per second,
+and the projected time for the full 10,000-image test set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from rich.console import Console
+from rich.table import Table
+
+from vae_zoo.config import compose_config
+from vae_zoo.data.splits import SplitBatches
+from vae_zoo.metrics import importance_sampled_log_likelihoods
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mnist-root", required=True)
+    parser.add_argument("--nets", nargs="+", default=["mlp", "conv"])
+    parser.add_argument("--examples", type=int, default=200)
+    parser.add_argument("--k", type=int, default=1000)
+    parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[100])
+    args = parser.parse_args()
+    torch.set_flush_denormal(True)
+    table = Table(title=f"IS-NLL, k = {args.k}, on the first {args.examples} MNIST test images; torch threads {torch.get_num_threads()}")
+    for column in ("net", "chunk", "examples/s", "decodes/s", "full test set (10,000), projected"):
+        table.add_column(column, justify="left" if column == "net" else "right")
+    for net in args.nets:
+        cfg = compose_config(["data=mnist", "data.binarize=dynamic", f"net={net}", f"data.root={Path(args.mnist_root).resolve()}",
+                              "data.download=false", f"data.eval_batch_size={min(1000, args.examples)}"], output_dir="unused")
+        datamodule = instantiate(cfg.data)
+        datamodule.setup()
+        model = instantiate(cfg.model).eval()
+        for chunk in args.chunk_sizes:
+            batches = SplitBatches(datamodule, "test", torch.device("cpu"), max_examples=args.examples)()
+            start = time.perf_counter()
+            with torch.inference_mode():
+                log_likelihoods = importance_sampled_log_likelihoods(model, batches, num_samples=args.k, chunk_size=chunk,
+                                                                     generator=torch.Generator().manual_seed(0))
+            seconds = time.perf_counter() - start
+            assert len(log_likelihoods) == args.examples
+            rate = args.examples / seconds
+            table.add_row(net, str(chunk), f"{rate:,.1f}", f"{rate * args.k:,.0f}", f"{10_000 / rate / 60:.1f} min")
+    Console(width=140).print(table)
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
