@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=200)
     parser.add_argument("--k", type=int, default=1000)
     parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[100])
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     table = Table(title=f"IS-NLL, k = {args.k}, on the first {args.examples} MNIST test images; torch threads {torch.get_num_threads()}")
@@ -47,13 +48,15 @@ def main() -> None:
                               "data.download=false", f"data.eval_batch_size={min(1000, args.examples)}"], output_dir="unused")
         datamodule = instantiate(cfg.data)
         datamodule.setup()
-        model = instantiate(cfg.model).eval()
+        model = instantiate(cfg.model).eval().to(args.device)
         for chunk in args.chunk_sizes:
-            batches = SplitBatches(datamodule, "test", torch.device("cpu"), max_examples=args.examples)()
+            batches = SplitBatches(datamodule, "test", torch.device(args.device), max_examples=args.examples)()
             start = time.perf_counter()
             with torch.inference_mode():
                 log_likelihoods = importance_sampled_log_likelihoods(model, batches, num_samples=args.k, chunk_size=chunk,
-                                                                     generator=torch.Generator().manual_seed(0))
+                                                                     generator=torch.Generator(args.device).manual_seed(0))
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
             seconds = time.perf_counter() - start
             assert len(log_likelihoods) == args.examples
             rate = args.examples / seconds

@@ -15,7 +15,8 @@ machine's torch threads, with denormal floats flushed in both loops:
   implementation for the device (on the CPU: its per-tensor loop). Words after ``plain`` make it
   as fast as the hardware allows: ``fused`` (``Adam(fused=True)``), ``channels_last`` (conv nets),
   ``compile`` (``torch.compile`` of encoder and decoder), ``malloc`` (glibc keeps freed memory
-  for the next step: :func:`vae_zoo.cpu.keep_freed_memory`, as a vae_zoo run does); ``model`` computes the loss with the
+  for the next step: :func:`vae_zoo.cpu.keep_freed_memory`, as a vae_zoo run does), ``cuda`` (on
+  the GPU, the images held there: the fastest a GPU loop can be fed); ``model`` computes the loss with the
   vae_zoo model's own forward (``model.batch_terms(batch).loss``): vae_zoo without Lightning.
 - ``vae_zoo``: ``vae_zoo.experiment.train`` on the config ``python -m vae_zoo.train data=mnist
   net=<net>`` composes (default callbacks: progress bar, checkpoints, the five pictures, the CSV
@@ -113,8 +114,9 @@ def run_plain(net: str, mnist_root: str, words: list[str], out: Path) -> None:
     torch.manual_seed(cfg.seed)
     datamodule = instantiate(cfg.data)
     datamodule.setup()
-    images = datamodule.splits["train"]["image"]  # (55000, 1, 28, 28) uint8, the tensor vae_zoo feeds from
-    model = instantiate(cfg.model)
+    device = torch.device("cuda" if "cuda" in words else "cpu")
+    images = datamodule.splits["train"]["image"].to(device)  # (55000, 1, 28, 28) uint8, the tensor vae_zoo feeds from
+    model = instantiate(cfg.model).to(device)
     encoder, decoder = model.encoder, model.decoder
     memory_format = torch.channels_last if "channels_last" in words else torch.contiguous_format
     encoder, decoder = encoder.to(memory_format=memory_format), decoder.to(memory_format=memory_format)
@@ -122,7 +124,8 @@ def run_plain(net: str, mnist_root: str, words: list[str], out: Path) -> None:
     optimizer = torch.optim.Adam(params, lr=1e-3, fused=True) if "fused" in words else torch.optim.Adam(params, lr=1e-3)
     if "compile" in words:
         encoder, decoder = torch.compile(encoder), torch.compile(decoder)
-    order = torch.randperm(len(images))
+    order = torch.randperm(len(images), device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     step_ends, epoch_start = [], time.perf_counter()
     for start in range(0, len(order), BATCH_SIZE):
         x = images[order[start : start + BATCH_SIZE]].float().div_(255.0).contiguous(memory_format=memory_format)
@@ -137,6 +140,7 @@ def run_plain(net: str, mnist_root: str, words: list[str], out: Path) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        sync()
         step_ends.append(time.perf_counter())
     out.write_text(json.dumps(summary(step_ends, epoch_start, time.perf_counter())))
 
@@ -166,6 +170,7 @@ def main() -> None:
     parser.add_argument("--nets", nargs="+", default=["mlp", "conv"])
     parser.add_argument("--variants", nargs="+", default=["plain", "vae_zoo"], help="'plain [fused] [channels_last] [compile]' or 'vae_zoo [override...]'")
     parser.add_argument("--source", action="append", default=[], help="name=folder of another checkout: adds its vae_zoo variant")
+    parser.add_argument("--baseline", default="plain", help="the variant every ratio is to (e.g. 'plain cuda')")
     parser.add_argument("--worker", choices=["plain", "vae_zoo"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--words", nargs="*", default=[], help=argparse.SUPPRESS)
@@ -183,8 +188,8 @@ def main() -> None:
     this_tree = Path(__file__).resolve().parents[1]
     jobs = [(variant, this_tree, variant) for variant in args.variants]
     jobs += [(f"vae_zoo ({name})", Path(folder).resolve(), "vae_zoo") for name, folder in (s.split("=", 1) for s in args.source)]
-    if "plain" not in args.variants:
-        raise SystemExit("--variants must include plain: every ratio is to the plain loop of the same round.")
+    if args.baseline not in args.variants:
+        raise SystemExit(f"--variants must include {args.baseline!r}: every ratio is to that run of the same round (--baseline).")
     from vae_zoo.config import compose_config
 
     for label, source, variant in jobs:  # a misspelt override fails now, not after an hour of rounds
@@ -201,10 +206,10 @@ def main() -> None:
                     print(f"round {round_ + 1} {net:4s} {label:28s} {result['img_per_s']:8,.0f} img/s  epoch {result['epoch_s']:6.2f} s", flush=True)
     load = os.getloadavg()
     table = Table(title=escape(f"median [range] over {args.rounds} rounds; load average at the end {load[0]:.2f} / {load[1]:.2f} (1 / 5 min)"))
-    for column in ("net", "variant", "img/s (steps 21+)", "ratio to plain", "epoch s", "epoch / plain train epoch"):
+    for column in ("net", "variant", "img/s (steps 21+)", f"ratio to {args.baseline}", "epoch s", f"epoch / {args.baseline} epoch"):
         table.add_column(column, justify="left" if column in ("net", "variant") else "right")
     for net in args.nets:
-        plain = results[(net, "plain")]
+        plain = results[(net, args.baseline)]
         for label, _, _ in jobs:
             runs = results[(net, label)]
             rate_ratio = [r["img_per_s"] / p["img_per_s"] for r, p in zip(runs, plain)]
