@@ -3,6 +3,7 @@
     python benchmarks/time_to_quality.py --mnist-root ../shared/data --nets mlp conv
     python benchmarks/time_to_quality.py --mnist-root ../shared/data --nets conv --source before=/tmp/vae_zoo_before
     python benchmarks/time_to_quality.py --mnist-root ../shared/data --target -100 --max-epochs 40
+    python benchmarks/time_to_quality.py --mnist-root ../shared/data --nets conv --skip-plain --overrides model.optimizer.lr=1e-3
 
 Each run is one fresh process, timed from its start (imports, data, everything) to the end of
 the validation pass whose ELBO first reaches ``--target`` nats per example (default −100), on the
@@ -72,7 +73,11 @@ def run_plain(net: str, mnist_root: str, target: float, max_epochs: int) -> dict
     return {"epoch": epoch, "val_elbo": val_elbo, "reached": val_elbo >= target}
 
 
-def vae_zoo_command(net: str, mnist_root: str, target: float, max_epochs: int, run_dir: Path) -> list[str]:
+def vae_zoo_command(net: str, mnist_root: str, target: float, max_epochs: int, run_dir: Path, overrides: list[str]) -> list[str]:
+    return [*_vae_zoo_command(net, mnist_root, target, max_epochs, run_dir), *overrides]
+
+
+def _vae_zoo_command(net: str, mnist_root: str, target: float, max_epochs: int, run_dir: Path) -> list[str]:
     return [
         sys.executable, "-m", "vae_zoo.train", "data=mnist", "data.binarize=dynamic", f"net={net}", f"data.root={mnist_root}",
         "data.download=false", f"trainer.max_epochs={max_epochs}", "test=false", "callbacks.progress_bar=null", f"hydra.run.dir={run_dir}",
@@ -101,6 +106,7 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=40)
     parser.add_argument("--source", action="append", default=[], help="name=folder of another checkout to run the same way")
     parser.add_argument("--skip-plain", action="store_true")
+    parser.add_argument("--overrides", nargs="*", default=[], help="more overrides for the vae_zoo runs, e.g. model.optimizer.lr=1e-3")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     mnist_root = str(Path(args.mnist_root).resolve())
@@ -115,7 +121,7 @@ def main() -> None:
             for label, source in sources.items():
                 run_dir = Path(scratch) / f"{net}-{len(rows)}"
                 env = {**os.environ, "PYTHONPATH": str(source)}
-                seconds, rss, _ = timed(vae_zoo_command(net, mnist_root, args.target, args.max_epochs, run_dir), env, Path(scratch))
+                seconds, rss, _ = timed(vae_zoo_command(net, mnist_root, args.target, args.max_epochs, run_dir, args.overrides), env, Path(scratch))
                 with open(run_dir / "csv" / "metrics.csv", newline="") as f:
                     epochs = [row for row in csv.DictReader(f) if row.get("val/elbo")]
                 elbo = float(epochs[-1]["val/elbo"])
