@@ -170,3 +170,20 @@ def test_the_progress_bar_updates_when_a_redraw_is_due_and_at_each_epochs_last_b
     train(compose_config(args, output_dir=tmp_path))
     assert (0, 0) in updates and (0, 7) in updates and (1, 7) in updates  # first batch, each epoch's last
     assert len(updates) < 16  # not after every one of the 16 batches (tiny steps: far more than 1 a second)
+
+
+FLUSH_OR_NOT = """
+import sys, torch
+from vae_zoo.cpu import use_cpu_settings
+use_cpu_settings({"flush_denormal": sys.argv[1] == "on", "keep_freed_memory": True})
+print(float(torch.tensor([1e-39]) * 1.0))  # a subnormal float32
+"""
+
+
+def test_a_runs_cpu_settings_flush_denormals_when_it_says_so():
+    import subprocess
+    import sys
+
+    out = {mode: float(subprocess.run([sys.executable, "-c", FLUSH_OR_NOT, mode], capture_output=True, text=True, check=True).stdout)
+           for mode in ("on", "off")}
+    assert out["off"] > 0 and out["on"] == 0.0

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from collections.abc import Mapping
+from typing import Any
+
+import torch
 
 # glibc's mallopt() parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -32,3 +36,13 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError, TypeError):
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, _LARGEST_HEAP_BLOCK)) and bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_FREE))
+
+
+def use_cpu_settings(cfg: Mapping[str, Any]) -> None:
+    """Apply a run's CPU settings to this process (``flush_denormal``, ``keep_freed_memory`` in
+    ``conf/train.yaml``): training, and evaluating or sampling a trained run, which composes that
+    run's config. A config without them (a run from an older vae_zoo) changes nothing."""
+    if cfg.get("flush_denormal"):
+        torch.set_flush_denormal(True)  # returns False (and does nothing) on CPUs without the mode
+    if cfg.get("keep_freed_memory"):
+        keep_freed_memory()  # returns False (and does nothing) without glibc

@@ -28,6 +28,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
+from vae_zoo.cpu import use_cpu_settings
 from vae_zoo.errors import ConfigError
 from vae_zoo.experiment import instantiate
 from vae_zoo.data.splits import SplitBatches
@@ -137,6 +138,7 @@ def evaluate(cfg: DictConfig) -> EvaluationReport:
     """
     settings = cfg.evaluate
     run = check_run_config(cfg)  # before anything is built from it
+    use_cpu_settings(cfg)  # the trained run's (denormals flushed: the IS-NLL's decodes)
     device = resolve_device(settings.device)
     L.seed_everything(settings.seed, verbose=False)
     metrics: list[EvaluationMetric] = []

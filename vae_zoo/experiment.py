@@ -26,7 +26,7 @@ from rich.table import Table
 from vae_zoo.checkpointing import LAST, LastCheckpoint, check_checkpoint_fits, load_checkpoint, remove_stale_temporaries
 from vae_zoo.config import flatten_config
 from vae_zoo.console import ConsoleLog
-from vae_zoo.cpu import keep_freed_memory
+from vae_zoo.cpu import use_cpu_settings
 from vae_zoo.data.base import InMemoryDataModule
 from vae_zoo.errors import ConfigError, Preempted, VaeZooError
 from vae_zoo.loggers import CSVLogger as HistoryCSVLogger
@@ -227,10 +227,7 @@ def train(cfg: DictConfig, console_log: ConsoleLog | None = None) -> TrainResult
 
 
 def _train(cfg: DictConfig, console_log: ConsoleLog) -> TrainResult:
-    if cfg.get("flush_denormal"):
-        torch.set_flush_denormal(True)  # returns False (and does nothing) on CPUs without the mode
-    if cfg.get("keep_freed_memory"):
-        keep_freed_memory()  # returns False (and does nothing) without glibc
+    use_cpu_settings(cfg)
     if cfg.get("continued_run"):  # built from the run's config.yaml: only from trusted targets
         check_trusted_targets(cfg, list(cfg.get("trusted_targets") or ()), source=f"the config of {cfg.continued_run} (config.yaml, with the command line)")
         from hydra.core.hydra_config import HydraConfig
