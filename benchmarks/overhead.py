@@ -77,7 +77,6 @@ def summary(step_ends: list[float], epoch_start: float, epoch_end: float) -> dic
         "img_per_s": BATCH_SIZE * (len(steady) - 1) / (steady[-1] - steady[0]),
         "epoch_s": epoch_end - epoch_start,
         "steps": len(step_ends),
-        "img_per_s_by_quarter": [BATCH_SIZE * (len(q) - 1) / (q[-1] - q[0]) for q in (steady[i * len(steady) // 4 : (i + 1) * len(steady) // 4] for i in range(4))],
     }
 
 

@@ -74,15 +74,12 @@ def run_plain(net: str, mnist_root: str, target: float, max_epochs: int) -> dict
 
 
 def vae_zoo_command(net: str, mnist_root: str, target: float, max_epochs: int, run_dir: Path, overrides: list[str]) -> list[str]:
-    return [*_vae_zoo_command(net, mnist_root, target, max_epochs, run_dir), *overrides]
-
-
-def _vae_zoo_command(net: str, mnist_root: str, target: float, max_epochs: int, run_dir: Path) -> list[str]:
     return [
         sys.executable, "-m", "vae_zoo.train", "data=mnist", "data.binarize=dynamic", f"net={net}", f"data.root={mnist_root}",
         "data.download=false", f"trainer.max_epochs={max_epochs}", "test=false", "callbacks.progress_bar=null", f"hydra.run.dir={run_dir}",
         "+callbacks.reach_target._target_=lightning.pytorch.callbacks.EarlyStopping", "+callbacks.reach_target.monitor=val/elbo",
         "+callbacks.reach_target.mode=max", f"+callbacks.reach_target.stopping_threshold={target}", "+callbacks.reach_target.patience=1000000",
+        *overrides,
     ]
 
 

@@ -436,7 +436,7 @@ class ELBOModule(L.LightningModule):
         if not plain:
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
-        logging = getattr(self, "_step_reaches_logger", True)
+        logging = self._step_reaches_logger
         if not gradient_clip_val and not logging:
             return
         parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
