@@ -7,7 +7,7 @@ import torch
 from vae_zoo.data import DataNotFoundError, IndexBatchSampler, MNISTDataModule, SpritesDataModule
 from vae_zoo.data.corruption import GaussianNoise, PixelMask
 from vae_zoo.data.mnist import read_idx
-from vae_zoo.errors import DataError
+from vae_zoo.errors import ConfigError, DataError
 
 
 def first_batch(dm, loader):
@@ -225,3 +225,21 @@ def test_corruption_is_chosen_by_config_group():
     dm = instantiate(cfg.data)
     assert isinstance(dm.corruption, PixelMask) and dm.corruption.fraction == 0.4
     assert compose_config([]).data.corruption is None
+
+
+def test_train_classes_keep_train_and_val_to_those_labels_and_leave_test_as_it_was(mnist_root):
+    settings = dict(root=str(mnist_root), download=False, val_size=50, binarize="dynamic")
+    full, normal = MNISTDataModule(**settings), MNISTDataModule(**settings, train_classes=[0, 1, 2, 3, 4, 5, 6, 8])
+    full.setup(), normal.setup()
+    for name in ("train", "val"):
+        kept = torch.isin(full.splits[name]["label"], torch.tensor([0, 1, 2, 3, 4, 5, 6, 8]))
+        assert 0 < kept.sum() < len(kept)
+        for key in ("image", "label"):  # the same examples, in the same order, as the unfiltered split
+            assert torch.equal(normal.splits[name][key], full.splits[name][key][kept])
+    # test: every class, binarized exactly as without the filter (its numbers stay comparable)
+    assert torch.equal(normal.splits["test"]["image"], full.splits["test"]["image"])
+    assert set(normal.splits["test"]["label"].tolist()) == set(range(10))
+    with pytest.raises(ConfigError, match=r"does not have: \[11\]"):
+        MNISTDataModule(**settings, train_classes=[0, 11]).setup()
+    with pytest.raises(ConfigError, match="is empty"):
+        MNISTDataModule(**settings, train_classes=[])

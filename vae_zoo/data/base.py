@@ -34,7 +34,7 @@ from __future__ import annotations
 import numbers
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +190,10 @@ class InMemoryDataModule(L.LightningDataModule):
         on_device: hold the uint8 splits in the accelerator's memory (a GPU) and gather each
             batch there: no copy per batch (MNIST's 70,000 images take 55 MB). Ignored, with a
             warning, when the run is on the CPU, where the data already is.
+        train_classes: keep only the examples with these labels in the train and val splits
+            (None: all). The test split keeps every class, so a model trained on the "normal"
+            classes can be scored on the held-out ones (anomaly detection, e.g.
+            ``data.train_classes=[0,1,2,3,4,5,6,8]`` then ``evaluate.ood.classes=[7,9]``).
     """
 
     #: The batch key holding what a conditional model is given, and how it is encoded.
@@ -208,6 +212,7 @@ class InMemoryDataModule(L.LightningDataModule):
         seed: int = 0,
         pin_memory: bool = False,
         on_device: bool = False,
+        train_classes: Sequence[int] | None = None,
     ):
         super().__init__()
         if binarize not in BINARIZE_MODES:
@@ -224,6 +229,9 @@ class InMemoryDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.binarize, self.seed, self.pin_memory, self.on_device = binarize, seed, pin_memory, on_device
         self.corruption = check_corruption(corruption)
+        self.train_classes = None if train_classes is None else [int(label) for label in train_classes]
+        if self.train_classes is not None and not self.train_classes:
+            raise ConfigError("data.train_classes is empty: list the labels to train on, e.g. [0,1,2], or null for all.")
         self.splits: dict[str, Split] | None = None
 
     @property
@@ -256,7 +264,26 @@ class InMemoryDataModule(L.LightningDataModule):
             for name, split in splits.items():
                 if name != "train":
                     split["corrupted"] = corrupt_uint8(split["image"], self.corruption, generator)
+        if self.train_classes is not None:  # last: the test split is binarized and corrupted as without it
+            splits = self._keep_train_classes(splits)
         self.splits = splits
+
+    def _keep_train_classes(self, splits: dict[str, Split]) -> dict[str, Split]:
+        """The train and val splits without the examples whose label is not in ``train_classes``
+        (a copy of what is kept; the test split is left as it is)."""
+        if "label" not in splits["train"]:
+            raise ConfigError(f"data.train_classes needs labels, and {type(self).__name__} has none. Set data.train_classes=null.")
+        present = splits["train"]["label"].unique().tolist()
+        missing = sorted(set(self.train_classes) - set(present))
+        if missing:
+            raise ConfigError(f"data.train_classes={self.train_classes} names labels the training split does not have: {missing} (it has {present}).")
+        kept = {}
+        for name, split in splits.items():
+            if name in ("train", "val"):
+                keep = torch.isin(split["label"], torch.tensor(self.train_classes, dtype=split["label"].dtype))
+                split = {key: tensor[keep] for key, tensor in split.items()}
+            kept[name] = split
+        return kept
 
     def _check_trainer_leaves_sampler_alone(self) -> None:
         # Lightning would replace our sampler by a DistributedSampler of single items, which
