@@ -224,10 +224,7 @@ def plot_comparison(path: Path, runs: Sequence[RunRecord], metrics: Sequence[str
 
     Returns the metrics plotted (none: no PNG is written).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the process's backend is left alone
 
     present = [name for name in metrics if any(name in run.metrics for run in runs)]
     if not present:
@@ -241,7 +238,8 @@ def plot_comparison(path: Path, runs: Sequence[RunRecord], metrics: Sequence[str
         xlabel = ", ".join(swept) if swept else "run"
         ticks = [", ".join(value[key] for key in swept) if swept else run.label for run, value in zip(runs, values)]
     order = sorted(range(len(runs)), key=lambda i: xs[i])
-    figure, axes = plt.subplots(1, len(present), figsize=(4.0 * len(present), 3.4), dpi=100, squeeze=False)
+    figure = Figure(figsize=(4.0 * len(present), 3.4), dpi=100)
+    axes = figure.subplots(1, len(present), squeeze=False)
     for axis, name in zip(axes[0], present):
         points = [(xs[i], runs[i].metrics[name]) for i in order if name in runs[i].metrics]
         axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", color="tab:blue")
@@ -254,7 +252,6 @@ def plot_comparison(path: Path, runs: Sequence[RunRecord], metrics: Sequence[str
         axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
     return present
 
 

@@ -30,13 +30,14 @@ def grid(images: Tensor, nrow: int) -> Tensor:
 
 
 def bar_chart(values: Sequence[float], title: str, xlabel: str, ylabel: str, threshold: float | None = None) -> Tensor:
-    """Render a bar chart with matplotlib to a (3, H, W) float image in [0, 1]."""
-    import matplotlib
+    """Render a bar chart with matplotlib to a (3, H, W) float image in [0, 1].
 
-    matplotlib.use("Agg")  # no display needed
-    import matplotlib.pyplot as plt
+    A ``Figure`` of its own, not pyplot: the process's backend is left alone (a notebook keeps
+    its inline plots) and no figure is registered anywhere to leak."""
+    from matplotlib.figure import Figure
 
-    figure, axes = plt.subplots(figsize=(max(4.0, 0.25 * len(values) + 2.0), 3.0), dpi=100)
+    figure = Figure(figsize=(max(4.0, 0.25 * len(values) + 2.0), 3.0), dpi=100)
+    axes = figure.subplots()
     axes.bar(range(len(values)), values, color="tab:blue")
     if threshold is not None:
         axes.axhline(threshold, color="tab:red", linestyle="--", linewidth=1)
@@ -44,7 +45,6 @@ def bar_chart(values: Sequence[float], title: str, xlabel: str, ylabel: str, thr
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    plt.close(figure)
     rgb = np.array(Image.open(buffer).convert("RGB"))
     return torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
 
