@@ -8,9 +8,14 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, TINY_SPRITES
 from vae_zoo.config import compose_config
+from vae_zoo.errors import UntrustedFileError
+from vae_zoo.evaluation import evaluate
 from vae_zoo.experiment import train
+from vae_zoo.run_config import compose_run_config
 
 EXAMPLE = REPO / "docs" / "examples" / "mmd_vae.py"
 
@@ -22,12 +27,18 @@ def test_the_readme_shows_the_example_variant_file_as_it_is():
 
 def test_the_example_variant_trains_logs_its_term_and_gets_better(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLE.parent))
-    args = [*TINY_SPRITES, "model._target_=mmd_vae.MMDVAE", "+model.mmd_weight=100", "trainer.max_epochs=3", "test=false"]
+    args = [*TINY_SPRITES, "model._target_=mmd_vae.MMDVAE", "+model.mmd_weight=100", "trainer.max_epochs=3"]
     result = train(compose_config(args, output_dir=tmp_path))
     assert type(result.experiment.model).__name__ == "MMDVAE" and "val/mmd" in result.metrics
     with open(tmp_path / "csv" / "metrics.csv", newline="") as f:
         elbo = [float(row["val/elbo"]) for row in csv.DictReader(f) if row.get("val/elbo")]
     assert len(elbo) == 3 and elbo[-1] > elbo[0] + 1.0  # nats per example: it learns
+    # its docstring's evaluate: a class of one's own is built from the run's config once trusted
+    keep = [f"metrics.{name}=null" for name in ("nll", "active_units", "codebook_usage", "fid", "disentanglement", "ood")]
+    with pytest.raises(UntrustedFileError, match="mmd_vae.MMDVAE"):
+        evaluate(compose_run_config(tmp_path, keep, output_dir=tmp_path / "evaluation"))
+    report = evaluate(compose_run_config(tmp_path, [*keep, "trusted_targets=[mmd_vae]"], output_dir=tmp_path / "evaluation"))
+    assert report.context["model"] == "MMDVAE" and abs(report.values()["elbo"] - result.metrics["test/elbo"]) < 5.0
     sys.modules.pop("mmd_vae", None)
 
 
