@@ -1,0 +1,346 @@
+"""Hyperparameter search with Optuna (>= 4) as a Hydra sweeper: ``hparams_search=optuna``.
+
+One study lives in shared storage: a journal file by default (``<log_dir>/optuna/<study>.journal``,
+no database server, safe for several processes on one file system, NFS included), or an RDB URL
+(``hydra.sweeper.storage=postgresql://...``). So:
+
+* several processes or SLURM array jobs that run the same command run trials of **one** study in
+  parallel; each stops once the study holds ``n_trials`` finished trials (complete or pruned,
+  counting the trials still running elsewhere);
+* a search that was killed **resumes**: run the same command again; its finished trials are kept,
+  a trial left running by a process of this machine that no longer exists is marked failed, and
+  the search runs the trials still missing;
+* hopeless trials are **pruned**: every validation epoch each trial reports ``optimized_metric``
+  (:class:`OptunaPruning`, a Lightning callback) and the study's pruner (median rule by default)
+  may stop it. The run stops like an early-stopped one (checkpoints and metrics intact) and the
+  trial is recorded as pruned.
+
+Trial ``n`` of the study runs in ``<sweep folder>/<n>``, and its run folder is stored with it
+(user attribute ``run_dir``). The best trial goes to ``<sweep folder>/optimization_results.yaml``.
+
+Written here, not taken from Hydra's plugin: hydra-optuna-sweeper (1.3, the last release)
+requires ``optuna<3``, whose storages predate journal files and SQLAlchemy 2, so its study lived
+in one process; and optuna-integration's Lightning callback raises ``TrialPruned`` out of
+``trainer.fit`` (the run ends as a crash: no final checkpoint, the loggers finalised as failed)
+and needs the Trial object in the sweeper's process, which Hydra's joblib and SLURM launchers
+do not give. The search-space grammar (``interval``, ``choice``, ``range``, ``tag(log, ...)``)
+is that plugin's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from vae_zoo.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+# ------------------------------------------------------------------------------ search space
+def distribution(override: Override) -> BaseDistribution | str:
+    """An Optuna distribution for a sweep override (``interval(0.5, 8)``, ``tag(log, interval(1e-4, 1e-2))``,
+    ``choice(4, 8, 16)``, ``range(1, 5)``), or the value as text for a plain one."""
+    if not override.is_sweep_override():
+        return override.get_value_element_as_str()
+    value = override.value()
+    if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
+        return CategoricalDistribution(list(override.sweep_iterator()))
+    if override.is_range_sweep():  # range(start, stop, step): stop excluded, as in Python
+        numbers = (value.start, value.stop, value.step)
+        if any(isinstance(n, float) for n in numbers):
+            return FloatDistribution(value.start, value.stop - value.step, step=value.step)
+        return IntDistribution(int(value.start), int(value.stop) - int(value.step), step=int(value.step))
+    if override.is_interval_sweep():
+        log_scale = "log" in value.tags
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return IntDistribution(value.start, value.end, log=log_scale)
+        return FloatDistribution(float(value.start), float(value.end), log=log_scale)
+    raise ConfigError(f"{override.input_line} is a sweep Optuna cannot search; use interval(...), choice(...) or range(...).")
+
+
+def suggest(trial: optuna.Trial, name: str, space: BaseDistribution) -> Any:
+    """``trial.suggest_float`` / ``suggest_int`` / ``suggest_categorical`` for a distribution."""
+    if isinstance(space, FloatDistribution):
+        return trial.suggest_float(name, space.low, space.high, step=space.step, log=space.log)
+    if isinstance(space, IntDistribution):
+        return trial.suggest_int(name, space.low, space.high, step=space.step, log=space.log)
+    return trial.suggest_categorical(name, space.choices)
+
+
+def search_space(params: Mapping[str, Any] | None, arguments: Sequence[str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
+    """The distributions to search (``hydra.sweeper.params``, then sweeps on the command line)
+    and the fixed overrides (the command line's plain ``key=value``)."""
+    lines = [f"{key}={value}" for key, value in (params or {}).items()] + list(arguments)
+    space, fixed = {}, {}
+    for override in OverridesParser.create().parse_overrides(lines):
+        key, value = override.get_key_element(), distribution(override)
+        if isinstance(value, BaseDistribution):
+            space[key] = value
+            fixed.pop(key, None)
+        else:
+            fixed[key] = value
+            space.pop(key, None)
+    return space, fixed
+
+
+# ----------------------------------------------------------------------------------- storage
+def open_storage(spec: str) -> optuna.storages.BaseStorage:
+    """An RDB URL (``sqlite:///...``, ``postgresql://...``) or a journal file path."""
+    if "://" in spec:
+        return optuna.storages.RDBStorage(spec)
+    path = Path(spec).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+def load_study(storage: str, study_name: str) -> optuna.Study:
+    """The study of a running or finished search, e.g. to read its trials."""
+    return optuna.load_study(study_name=study_name, storage=open_storage(storage))
+
+
+def _process_is_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
+def fail_abandoned_trials(study: optuna.Study) -> list[int]:
+    """Mark failed the trials left running by a search process of this machine that is gone
+    (killed, crashed, out of memory); returns their numbers. A trial running on another machine
+    is left alone: only a process there can tell whether it still runs."""
+    abandoned = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.user_attrs.get("search_process", {})
+        if owner.get("host") == socket.gethostname() and _process_is_gone(int(owner.get("pid", -1))):
+            study.tell(trial.number, state=TrialState.FAIL)
+            abandoned.append(trial.number)
+    return abandoned
+
+
+def search_fingerprint(space: Mapping[str, BaseDistribution], fixed: Mapping[str, str], direction: str) -> str:
+    """What makes two searches the same study: the space, the fixed overrides, the direction."""
+    described = {
+        "space": {key: optuna.distributions.distribution_to_json(value) for key, value in sorted(space.items())},
+        "fixed": dict(sorted(fixed.items())),
+        "direction": direction,
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _built(node: Any) -> Any:
+    """A sampler or pruner: Hydra builds the sweeper's nested ``_target_`` nodes itself; a node
+    given as a plain mapping (outside Hydra) is built here."""
+    return instantiate(node) if isinstance(node, (Mapping, DictConfig)) else node
+
+
+def _quoted(text: str) -> str:
+    """A Hydra override value that keeps any character (paths, URLs)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _override_value(node: Any) -> str:
+    """A config node (mapping, list, number, text, None) as a Hydra override value."""
+    if isinstance(node, (DictConfig, Mapping)):
+        items = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+        return "{" + ", ".join(f"{key}: {_override_value(value)}" for key, value in items.items()) + "}"
+    if isinstance(node, (list, tuple)):
+        return "[" + ", ".join(_override_value(value) for value in node) + "]"
+    if node is None:
+        return "null"
+    if isinstance(node, (bool, int, float)):
+        return json.dumps(node)
+    return _quoted(str(node))
+
+
+# ------------------------------------------------------------------------------- the search
+class OptunaSearch:
+    """The sweep: ask the study for trials, run each as a Hydra job, tell the study the result.
+
+    Args:
+        study_name, storage: the study; ``storage`` is a journal file path or an RDB URL.
+        direction: ``maximize`` (for ``val/elbo``) or ``minimize``.
+        n_trials: how many finished (complete or pruned) trials the study should hold.
+        n_jobs: trials asked at once and handed to the launcher together (parallel with the
+            joblib or SLURM launchers).
+        sampler, pruner: an Optuna sampler and pruner, or their ``_target_`` configs (None: Optuna's defaults).
+        params: the search space, ``key: interval(...)`` etc.
+        max_failure_rate: the share of a batch's trials that may fail before the search stops.
+    """
+
+    def __init__(self, study_name: str, storage: str, direction: str, n_trials: int, n_jobs: int, sampler: Any,
+                 pruner: Any, params: Mapping[str, Any] | None, max_failure_rate: float):
+        if direction not in ("maximize", "minimize"):
+            raise ConfigError(f"hydra.sweeper.direction must be maximize or minimize, got {direction!r}.")
+        self.study_name, self.storage_spec, self.direction = study_name, str(storage), direction
+        self.n_trials, self.n_jobs, self.max_failure_rate = int(n_trials), max(1, int(n_jobs)), float(max_failure_rate)
+        self.sampler_cfg, self.pruner_cfg, self.params = sampler, pruner, params
+
+    def open_study(self, fingerprint: str) -> optuna.Study:
+        study = optuna.create_study(
+            study_name=self.study_name, storage=open_storage(self.storage_spec), direction=self.direction, load_if_exists=True,
+            sampler=_built(self.sampler_cfg), pruner=_built(self.pruner_cfg),
+        )
+        made_by = study.user_attrs.get("search")
+        if made_by is None:
+            study.set_user_attr("search", fingerprint)
+        elif made_by != fingerprint:
+            raise ConfigError(
+                f"The study {self.study_name!r} in {self.storage_spec} was made by another search (another search space, "
+                "fixed overrides or direction). Give this one its own study: hydra.sweeper.study_name=<name>."
+            )
+        return study
+
+    def run(self, launcher: Any, config: DictConfig, arguments: Sequence[str]) -> dict[str, Any]:
+        space, fixed = search_space(OmegaConf.to_container(self.params, resolve=True) if isinstance(self.params, DictConfig) else self.params, arguments)
+        if not space:
+            raise ConfigError("The search has nothing to search: set hydra.sweeper.params (e.g. model.beta: interval(0.5, 8)).")
+        study = self.open_study(search_fingerprint(space, fixed, self.direction))
+        abandoned = fail_abandoned_trials(study)
+        if abandoned:
+            log.info("Trials %s were left running by a search process that is gone: marked failed.", abandoned)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        log.info("Study %r in %s: %d of %d trials finished.", self.study_name, self.storage_spec, self._finished(study), self.n_trials)
+        while True:
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            to_go = self.n_trials - self._finished(study) - running
+            if to_go <= 0:
+                break
+            trials = [study.ask() for _ in range(min(to_go, self.n_jobs))]
+            overrides = [self._overrides(trial, space, fixed, config, sweep_dir) for trial in trials]
+            returns = self._launch(launcher, trials, overrides)
+            failures = self._tell(study, trials, returns)
+            if failures and len(failures) / len(trials) > self.max_failure_rate:
+                raise failures[0]
+        return self._results(study, sweep_dir)
+
+    def _finished(self, study: optuna.Study) -> int:
+        return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+    def _overrides(self, trial: optuna.Trial, space: Mapping[str, BaseDistribution], fixed: Mapping[str, str],
+                   config: DictConfig, sweep_dir: Path) -> list[str]:
+        trial.set_user_attr("search_process", {"host": socket.gethostname(), "pid": os.getpid()})
+        trial.set_user_attr("run_dir", str(sweep_dir / str(trial.number)))
+        suggested = {key: suggest(trial, key, value) for key, value in space.items()}
+        pruning = {
+            "_target_": "vae_zoo.search.OptunaPruning",
+            "storage": _quoted(self.storage_spec),
+            "study_name": _quoted(self.study_name),
+            "trial_number": trial.number,
+            "monitor": _quoted(str(config.optimized_metric)),
+            # a study's pruner is not kept in its storage: the trial's process builds the same one
+            "pruner": _override_value(config.hydra.sweeper.get("pruner")),
+        }
+        return [
+            *(f"{key}={value}" for key, value in fixed.items()),
+            *(f"{key}={value}" for key, value in suggested.items()),
+            *(f"+callbacks.optuna_pruning.{key}={value}" for key, value in pruning.items()),
+        ]
+
+    def _launch(self, launcher: Any, trials: list[optuna.Trial], overrides: list[list[str]]) -> list[Any]:
+        """Run the jobs; job ``i`` (its folder ``<sweep>/<i>``) is trial number ``i``."""
+        numbers = [trial.number for trial in trials]
+        if numbers == list(range(numbers[0], numbers[0] + len(numbers))):
+            return list(launcher.launch(overrides, initial_job_idx=numbers[0]))
+        return [ret for number, job in zip(numbers, overrides) for ret in launcher.launch([job], initial_job_idx=number)]
+
+    def _tell(self, study: optuna.Study, trials: list[optuna.Trial], returns: list[Any]) -> list[BaseException]:
+        states = {trial.number: trial.state for trial in study.get_trials(deepcopy=False)}
+        failures = []
+        for trial, ret in zip(trials, returns):
+            if states[trial.number] == TrialState.PRUNED:  # told by the job's OptunaPruning callback
+                log.info("Trial %d was pruned.", trial.number)
+                continue
+            try:
+                value = float(ret.return_value)  # raises the job's exception if it failed
+                study.tell(trial, value)
+                log.info("Trial %d: value %.4f", trial.number, value)
+            except Exception as error:  # a failed trial is recorded, and the search goes on
+                study.tell(trial, state=TrialState.FAIL)
+                log.warning("Trial %d failed: %s", trial.number, error)
+                failures.append(error)
+        return failures
+
+    def _results(self, study: optuna.Study, sweep_dir: Path) -> dict[str, Any]:
+        counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in (*FINISHED, TrialState.FAIL)}
+        results = {"name": "optuna", "study_name": self.study_name, "storage": self.storage_spec, "direction": self.direction, "trials": counts}
+        if counts["complete"]:
+            best = study.best_trial
+            results.update(best_trial=best.number, best_params=best.params, best_value=best.value, best_run_dir=best.user_attrs.get("run_dir"))
+            log.info("Best of %d complete trials: trial %d, value %.4f, with %s", counts["complete"], best.number, best.value, best.params)
+        else:
+            log.warning("The study %r has no complete trial (%s): no best trial to report.", self.study_name, counts)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
+        return results
+
+
+# ----------------------------------------------------------------------- inside each trial
+class OptunaPruning(L.Callback):
+    """Report ``monitor`` to the trial after each validation epoch; when the study's pruner says
+    so, stop the run as an early stop would (its checkpoints and metrics are written as usual)
+    and record the trial as pruned. The sweeper adds this callback to each trial's run.
+
+    ``pruner``: the study's pruner (or its config; None: Optuna's default, the median rule), which
+    Optuna does not keep in the storage. Under DDP, rank zero reports and decides, and every rank stops.
+    """
+
+    def __init__(self, storage: str, study_name: str, trial_number: int, monitor: str = "val/elbo", pruner: Any = None):
+        self.storage, self.study_name, self.trial_number, self.monitor = storage, study_name, int(trial_number), monitor
+        self.pruner = _built(pruner)
+        self._trial: optuna.Trial | None = None
+        self.pruned_at_epoch: int | None = None
+
+    def frozen_trial(self) -> optuna.trial.FrozenTrial:
+        study = self.trial().study
+        [frozen] = [t for t in study.get_trials(deepcopy=False) if t.number == self.trial_number]
+        return frozen
+
+    def trial(self) -> optuna.Trial:
+        if self._trial is None:
+            study = optuna.load_study(study_name=self.study_name, storage=open_storage(self.storage), pruner=self.pruner)
+            [frozen] = [t for t in study.get_trials(deepcopy=False) if t.number == self.trial_number]
+            # the trial the sweeper asked, reopened in this process (Optuna has no public lookup of
+            # a trial's id by its number; the Trial constructor is public)
+            self._trial = optuna.Trial(study, frozen._trial_id)
+        return self._trial
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.pruned_at_epoch is not None:
+            return
+        prune = False
+        if trainer.is_global_zero:
+            from vae_zoo.experiment import objective  # the same check, and message, as the value a trial returns
+
+            value = objective({name: float(metric) for name, metric in trainer.callback_metrics.items()}, self.monitor)
+            if self.frozen_trial().state == TrialState.RUNNING:  # not the resumed run of a finished trial
+                self.trial().report(float(value), step=trainer.current_epoch)
+                prune = self.trial().should_prune()
+        prune = trainer.strategy.broadcast(prune)
+        if prune:
+            trainer.should_stop = True
+            self.pruned_at_epoch = trainer.current_epoch
+            if trainer.is_global_zero:
+                self.trial().study.tell(self.trial_number, state=TrialState.PRUNED)
+                log.info("Pruned by the study's pruner after epoch %d (%s = %.4f).", trainer.current_epoch, self.monitor, value)
