@@ -46,7 +46,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from vae_zoo.data.corruption import Corruption, check_corruption
-from vae_zoo.data.sampler import IndexBatchSampler, TensorBatches
+from vae_zoo.data.sampler import IndexBatchSampler, InOrderBatchSampler, TensorBatches
 from vae_zoo.errors import ConfigError
 
 Split = dict[str, Tensor]
@@ -301,9 +301,11 @@ class InMemoryDataModule(L.LightningDataModule):
         self._check_trainer_leaves_sampler_alone()
         on_device = self._move_splits_to_the_device()
         dataset = TensorBatches(self.splits[split])
+        overfitting = getattr(self.trainer, "overfit_batches", 0) > 0  # the same first batches every epoch
+        sampler = IndexBatchSampler(len(dataset), batch_size, shuffle=True) if shuffle and not overfitting else InOrderBatchSampler(len(dataset), batch_size)
         return DataLoader(
             dataset,
-            sampler=IndexBatchSampler(len(dataset), batch_size, shuffle=shuffle),
+            sampler=sampler,
             batch_size=None,  # the sampler yields whole batches
             pin_memory=self.pin_memory and not on_device,
             # DataLoader draws a worker base seed at every iter() from this generator, or else

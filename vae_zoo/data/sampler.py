@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, SequentialSampler
 
 from vae_zoo.errors import ConfigError
 
@@ -151,3 +151,13 @@ class IndexBatchSampler(Sampler[Tensor]):
         if self.drop_last and len(batches) and len(batches[-1]) < self.batch_size:
             batches = batches[:-1]
         yield from batches
+
+
+class InOrderBatchSampler(IndexBatchSampler, SequentialSampler):
+    """:class:`IndexBatchSampler` in the fixed order (``shuffle=False``), and a ``SequentialSampler``
+    to Lightning: with ``trainer.overfit_batches`` (``debug=overfit``) Lightning replaces every
+    sampler that is not one by a sampler of single items, which a dataset of whole batches
+    cannot serve."""
+
+    def __init__(self, num_items: int, batch_size: int, drop_last: bool = False):
+        IndexBatchSampler.__init__(self, num_items, batch_size, shuffle=False, drop_last=drop_last)
