@@ -25,6 +25,21 @@ LOG_2PI = math.log(2.0 * math.pi)
 #: Burda et al.'s (2016) threshold on Cov_x(E_q[z_u]) for a latent dimension to count as active.
 ACTIVE_UNIT_THRESHOLD = 0.01
 
+# The names every model logs, ``<stage>/<name>`` for stage train, val and test (nats per example,
+# bits/dim, a count). The base logs under these names and the W&B dashboard (vae_zoo/dashboard.py)
+# builds its panels from them, so a renamed metric renames its panel.
+#: The ELBO's terms: the training objective, the ELBO, -E_q[log p(x|z)] and KL(q(z|x) || p(z)).
+ELBO_TERMS = ("loss", "elbo", "recon", "kl")
+BITS_PER_DIM = "bits_per_dim"
+ACTIVE_UNITS = "active_units"
+#: The KL of latent dimension i alone: ``<stage>/kl_dim/<i>``.
+KL_PER_DIM = "kl_dim"
+
+
+def metric_key(stage: str, name: str, dim: int | None = None) -> str:
+    """The log key of a metric: ``val/elbo``, or ``val/kl_dim/3`` with ``dim``."""
+    return f"{stage}/{name}" if dim is None else f"{stage}/{name}/{dim}"
+
 
 def standard_normal_log_prob(z: Tensor) -> Tensor:
     """log N(z; 0, I) summed over the last dimension: (..., latent_dim) -> (...), nats."""

@@ -49,13 +49,18 @@ def bar_chart(values: Sequence[float], title: str, xlabel: str, ylabel: str, thr
     return torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
 
 
+def media_key(name: str) -> str:
+    """The W&B and TensorBoard key of a picture: ``media/<name>`` (the W&B dashboard's panels use it)."""
+    return f"media/{name}"
+
+
 def log_image(trainer: L.Trainer, name: str, image: Tensor, dirpath: str | Path) -> Path:
     """Write ``image`` (3, H, W) in [0, 1] as ``<dirpath>/<name>_epoch<E>.png`` and send it to
     the W&B and TensorBoard loggers as ``media/<name>``. Call on rank zero only."""
     path = Path(dirpath) / f"{name}_epoch{trainer.current_epoch:04d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(image, path)
-    key, step = f"media/{name}", trainer.global_step
+    key, step = media_key(name), trainer.global_step
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             logger.log_image(key=key, images=[image], step=step, caption=[f"epoch {trainer.current_epoch}"])

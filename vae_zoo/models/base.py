@@ -50,7 +50,10 @@ from torch import Tensor, nn
 from vae_zoo.errors import ConfigError, NonFiniteLossError
 from vae_zoo.likelihoods import DiagonalGaussian, Likelihood
 from vae_zoo.models.terms import Capabilities, ELBOTerms, ImportanceSamples
-from vae_zoo.stats import ACTIVE_UNIT_THRESHOLD, LOG_2PI, ExampleMeans, bits_per_dim, standard_normal_log_prob, variance_from_means
+from vae_zoo.stats import (
+    ACTIVE_UNIT_THRESHOLD, ACTIVE_UNITS, BITS_PER_DIM, ELBO_TERMS, KL_PER_DIM, LOG_2PI, ExampleMeans, bits_per_dim, metric_key,
+    standard_normal_log_prob, variance_from_means,
+)
 from vae_zoo.schedules import KLSchedule
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -381,18 +384,18 @@ class ELBOModule(L.LightningModule):
         """Log ``<stage>/loss|elbo|recon|kl|bits_per_dim``, ``kl_dim/<i>`` and ``active_units``."""
         means = self.epoch_means[stage].compute()
         self.epoch_means[stage].reset()
-        metrics = {f"{stage}/{name}": means[name] for name in ("loss", "elbo", "recon", "kl")}
+        metrics = {metric_key(stage, name): means[name] for name in ELBO_TERMS}
         if stage == "val" and not bool(torch.isfinite(means["elbo"])):
             raise NonFiniteLossError(
                 f"The validation ELBO is {float(means['elbo'])} after epoch {self.current_epoch} (step {self.global_step}) "
                 "although the training loss was finite: check the validation data and the likelihood (e.g. Gaussian "
                 "data outside its range), or lower model.optimizer.lr."
             )
-        metrics[f"{stage}/bits_per_dim"] = bits_per_dim(-means["elbo"], self.data_dim)
+        metrics[metric_key(stage, BITS_PER_DIM)] = bits_per_dim(-means["elbo"], self.data_dim)
         if self.capabilities.gaussian_posterior:
-            metrics.update({f"{stage}/kl_dim/{i}": kl for i, kl in enumerate(means["kl_per_dim"])})
+            metrics.update({metric_key(stage, KL_PER_DIM, i): kl for i, kl in enumerate(means["kl_per_dim"])})
             variance = variance_from_means(means["latent_mean"], means["latent_mean_sq"], means["count"])
-            metrics[f"{stage}/active_units"] = (variance > ACTIVE_UNIT_THRESHOLD).sum().float()
+            metrics[metric_key(stage, ACTIVE_UNITS)] = (variance > ACTIVE_UNIT_THRESHOLD).sum().float()
         for name, value in metrics.items():  # already reduced over all ranks: no sync_dist
             self.log(name, value, prog_bar=name == "val/elbo")
 
@@ -454,13 +457,8 @@ class ELBOModule(L.LightningModule):
         """Training terms, per step (they reach the logger every log_every_n_steps; only
         on_step, so the keys stay exactly as named: Lightning appends _step/_epoch when both
         on_step and on_epoch are on)."""
-        metrics = {
-            f"{stage}/loss": terms.loss,
-            f"{stage}/elbo": terms.elbo,
-            f"{stage}/recon": terms.recon,
-            f"{stage}/kl": terms.kl,
-            **{f"{stage}/{name}": value for name, value in terms.extras.items()},
-        }
+        values = dict(zip(ELBO_TERMS, (terms.loss, terms.elbo, terms.recon, terms.kl)), **terms.extras)
+        metrics = {metric_key(stage, name): value for name, value in values.items()}
         for name, value in metrics.items():
             self.log(name, value.detach(), on_step=True, on_epoch=False, batch_size=batch_size)
 
