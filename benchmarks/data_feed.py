@@ -91,7 +91,9 @@ def make_jpeg_folder(root: Path, count: int = 5000, seed: int = 0) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         width, height = (int(v) for v in rng.integers(100, 401, size=2))
         coarse = rng.integers(0, 256, size=(height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
-        Image.fromarray(coarse).resize((width, height), Image.Resampling.BILINEAR).save(folder / f"{i:05d}.jpg", quality=90)
+        Image.fromarray(coarse).resize((width, height), Image.Resampling.BILINEAR).save(
+            folder / f"{i:05d}.jpg", quality=90
+        )
     return root
 
 
@@ -112,25 +114,39 @@ def main() -> None:
         rows.append(("MNIST 28x28", our_mnist, their_mnist, workers, None))
 
         folder = args.folder or make_jpeg_folder(scratch / "jpegs")
-        folder_data = ImageFolderDataModule(root=str(folder), image_size=64, batch_size=BATCH_SIZE, cache_dir=str(scratch / "cache"))
+        folder_data = ImageFolderDataModule(
+            root=str(folder), image_size=64, batch_size=BATCH_SIZE, cache_dir=str(scratch / "cache")
+        )
         start = time.perf_counter()
         folder_data.prepare_data()
         cache_seconds = time.perf_counter() - start
         our_folder = ours(folder_data, args.batches)
         pipeline = transforms.Compose([transforms.Resize(64), transforms.CenterCrop(64), transforms.ToTensor()])
         their_folder, workers = best_torchvision(datasets.ImageFolder(str(folder), transform=pipeline), args.batches)
-        rows.append((f"JPEG folder at 64x64 ({len(folder_data.image_list.files)} files)", our_folder, their_folder, workers, cache_seconds))
+        rows.append(
+            (
+                f"JPEG folder at 64x64 ({len(folder_data.image_list.files)} files)",
+                our_folder,
+                their_folder,
+                workers,
+                cache_seconds,
+            )
+        )
 
     table = Table(title=f"Training batches of {BATCH_SIZE} per second", header_style="bold")
     for column in ("data", "vae_zoo", "torchvision (best)", "speed-up", "one-time cache build"):
         table.add_column(column, justify="left" if column == "data" else "right")
     for name, our_rate, their_rate, workers, cache_seconds in rows:
         cache = f"{cache_seconds:.1f} s" if cache_seconds is not None else "-"
-        table.add_row(name, f"{our_rate:,.0f}", f"{their_rate:,.1f} ({workers} workers)", f"{our_rate / their_rate:,.0f}x", cache)
+        table.add_row(
+            name, f"{our_rate:,.0f}", f"{their_rate:,.1f} ({workers} workers)", f"{our_rate / their_rate:,.0f}x", cache
+        )
     console = Console(width=max(Console().width, 110))  # the table unwrapped, also in a log file
     console.print(table)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    console.print(f"CPUs: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, load average (1/5/15 min): {load}")
+    console.print(
+        f"CPUs: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, load average (1/5/15 min): {load}"
+    )
 
 
 if __name__ == "__main__":

@@ -39,15 +39,17 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from vae_zoo.config import compose_config
-from vae_zoo.data.sprites import make_sprites
 from vae_zoo.data.splits import SplitBatches
+from vae_zoo.data.sprites import make_sprites
 from vae_zoo.experiment import train
 from vae_zoo.metrics import latent_codes_and_factors, mutual_information_gap
 
 QUIET = ["callbacks.progress_bar=null", "trainer.enable_model_summary=false"]
 
 
-def shape_classifier(image_size: int, sprite_size: float, cache: Path, seed: int = 1) -> tuple[nn.Module, dict[str, float]]:
+def shape_classifier(
+    image_size: int, sprite_size: float, cache: Path, seed: int = 1
+) -> tuple[nn.Module, dict[str, float]]:
     """A CNN that names a sprite's shape, trained on freshly drawn sprites (another seed than the
     default data's, so it has never seen the test images); kept in ``cache`` (about a minute to
     train on 2 cores)."""
@@ -58,8 +60,16 @@ def shape_classifier(image_size: int, sprite_size: float, cache: Path, seed: int
     y = classes[:, 0].long()
     train_x, train_y, test_x, test_y = x[:16000], y[:16000], x[16000:], y[16000:]
     net = nn.Sequential(
-        nn.Conv2d(1, 16, 5, stride=2, padding=2), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(64, 3),
+        nn.Conv2d(1, 16, 5, stride=2, padding=2),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 3),
     )
     epochs = 12
     if cached.is_file():
@@ -68,7 +78,7 @@ def shape_classifier(image_size: int, sprite_size: float, cache: Path, seed: int
         return net.eval(), saved["stats"]
     optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=epochs * 125)
-    for epoch in range(epochs):
+    for _epoch in range(epochs):
         order = torch.randperm(len(train_x))
         for start in range(0, len(order), 128):
             index = order[start : start + 128]
@@ -85,8 +95,11 @@ def shape_classifier(image_size: int, sprite_size: float, cache: Path, seed: int
         sharp = (net(test_x).argmax(1) == test_y).float().mean().item()
         blurred = (net(gaussian_blur(test_x, kernel_size=5, sigma=1.0)).argmax(1) == test_y).float().mean().item()
     smallest = (images > 127).flatten(1).sum(1).min().item()
-    stats = {"classifier_test_acc": round(sharp, 4), "classifier_blurred_acc": round(blurred, 4),
-                 "smallest_sprite_pixels": smallest}
+    stats = {
+        "classifier_test_acc": round(sharp, 4),
+        "classifier_blurred_acc": round(blurred, 4),
+        "smallest_sprite_pixels": smallest,
+    }
     cache.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": net.state_dict(), "stats": stats}, cached)
     return net, stats
@@ -105,10 +118,13 @@ def picture_scores(model, datamodule, classifier: nn.Module, smallest_sprite: in
     nonempty = (samples > 0.5).flatten(1).sum(1) >= smallest_sprite / 2
     confident = classifier(samples).softmax(1).max(1).values >= 0.9
     codes, factors = latent_codes_and_factors(model, batches())
-    return {"recon_shape_acc": round(hits / total, 4), "recon_examples": total,
-            "prior_nonempty": round(nonempty.float().mean().item(), 4),
-            "prior_confident": round((nonempty & confident).float().mean().item(), 4),
-            "mig": round(mutual_information_gap(factors, codes).mig, 4)}
+    return {
+        "recon_shape_acc": round(hits / total, 4),
+        "recon_examples": total,
+        "prior_nonempty": round(nonempty.float().mean().item(), 4),
+        "prior_confident": round((nonempty & confident).float().mean().item(), 4),
+        "mig": round(mutual_information_gap(factors, codes).mig, 4),
+    }
 
 
 def sprites(args: argparse.Namespace) -> dict:
@@ -120,22 +136,44 @@ def sprites(args: argparse.Namespace) -> dict:
     classifier, classifier_stats = shape_classifier(cfg.data.image_size, cfg.data.sprite_size, Path(args.cache))
     experiment = result.experiment
     experiment.datamodule.setup("test")
-    scores = picture_scores(experiment.model, experiment.datamodule, classifier, classifier_stats["smallest_sprite_pixels"])
-    return {"overrides": args.overrides, "train_s": round(seconds, 1), "val_elbo": round(result.metrics["val/elbo"], 2),
-            "active_units": result.metrics.get("val/active_units"), **scores, **classifier_stats, "run": str(run)}
+    scores = picture_scores(
+        experiment.model, experiment.datamodule, classifier, classifier_stats["smallest_sprite_pixels"]
+    )
+    return {
+        "overrides": args.overrides,
+        "train_s": round(seconds, 1),
+        "val_elbo": round(result.metrics["val/elbo"], 2),
+        "active_units": result.metrics.get("val/active_units"),
+        **scores,
+        **classifier_stats,
+        "run": str(run),
+    }
 
 
 def mnist(args: argparse.Namespace) -> dict:
     run = Path(tempfile.mkdtemp(prefix="default_mnist_"))
-    overrides = [*QUIET, "test=false", "data=mnist", f"data.root={args.root}", "data.download=false", "trainer.max_epochs=1"]
+    overrides = [
+        *QUIET,
+        "test=false",
+        "data=mnist",
+        f"data.root={args.root}",
+        "data.download=false",
+        "trainer.max_epochs=1",
+    ]
     if args.batches:
         overrides.append(f"trainer.limit_train_batches={args.batches}")
     cfg = compose_config([*overrides, *args.overrides], output_dir=run)
     start = time.perf_counter()
     result = train(cfg)
-    return {"overrides": args.overrides, "batches": args.batches or "all", "train_s": round(time.perf_counter() - start, 1),
-            "val_elbo": round(result.metrics["val/elbo"], 2), "active_units": result.metrics.get("val/active_units"),
-            "latent_dim": cfg.model.latent_dim, "run": str(run)}
+    return {
+        "overrides": args.overrides,
+        "batches": args.batches or "all",
+        "train_s": round(time.perf_counter() - start, 1),
+        "val_elbo": round(result.metrics["val/elbo"], 2),
+        "active_units": result.metrics.get("val/active_units"),
+        "latent_dim": cfg.model.latent_dim,
+        "run": str(run),
+    }
 
 
 def main() -> None:
@@ -143,7 +181,11 @@ def main() -> None:
     sub = parser.add_subparsers(dest="study", required=True)
     spr = sub.add_parser("sprites")
     spr.add_argument("--overrides", nargs="*", default=[])
-    spr.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "vae_zoo_benchmarks"), help="where the shape classifier is kept")
+    spr.add_argument(
+        "--cache",
+        default=str(Path(tempfile.gettempdir()) / "vae_zoo_benchmarks"),
+        help="where the shape classifier is kept",
+    )
     mn = sub.add_parser("mnist")
     mn.add_argument("--root", required=True, help="folder holding MNIST/raw/")
     mn.add_argument("--batches", type=int, default=0, help="train on the first N batches only (0: the whole epoch)")

@@ -40,12 +40,23 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
-    table = Table(title=f"IS-NLL, k = {args.k}, on the first {args.examples} MNIST test images; torch threads {torch.get_num_threads()}")
+    table = Table(
+        title=f"IS-NLL, k = {args.k}, on the first {args.examples} MNIST test images; torch threads {torch.get_num_threads()}"
+    )
     for column in ("net", "chunk", "examples/s", "decodes/s", "full test set (10,000), projected"):
         table.add_column(column, justify="left" if column == "net" else "right")
     for net in args.nets:
-        cfg = compose_config(["data=mnist", "data.binarize=dynamic", f"net={net}", f"data.root={Path(args.mnist_root).resolve()}",
-                              "data.download=false", f"data.eval_batch_size={min(1000, args.examples)}"], output_dir="unused")
+        cfg = compose_config(
+            [
+                "data=mnist",
+                "data.binarize=dynamic",
+                f"net={net}",
+                f"data.root={Path(args.mnist_root).resolve()}",
+                "data.download=false",
+                f"data.eval_batch_size={min(1000, args.examples)}",
+            ],
+            output_dir="unused",
+        )
         datamodule = instantiate(cfg.data)
         datamodule.setup()
         model = instantiate(cfg.model).eval().to(args.device)
@@ -53,8 +64,13 @@ def main() -> None:
             batches = SplitBatches(datamodule, "test", torch.device(args.device), max_examples=args.examples)()
             start = time.perf_counter()
             with torch.inference_mode():
-                log_likelihoods = importance_sampled_log_likelihoods(model, batches, num_samples=args.k, chunk_size=chunk,
-                                                                     generator=torch.Generator(args.device).manual_seed(0))
+                log_likelihoods = importance_sampled_log_likelihoods(
+                    model,
+                    batches,
+                    num_samples=args.k,
+                    chunk_size=chunk,
+                    generator=torch.Generator(args.device).manual_seed(0),
+                )
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - start

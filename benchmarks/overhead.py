@@ -83,8 +83,14 @@ def summary(step_ends: list[float], epoch_start: float, epoch_end: float) -> dic
 def vae_zoo_overrides(net: str, mnist_root: str, extra: list[str], out: Path) -> list[str]:
     flags = {"channels_last": "channels_last=true", "compile": "compile=true"}
     return [
-        "data=mnist", f"net={net}", f"data.root={mnist_root}", "data.download=false", "trainer.max_epochs=1", "test=false",
-        "+callbacks.step_clock._target_=__main__.StepClock", f"+callbacks.step_clock.path={out}",
+        "data=mnist",
+        f"net={net}",
+        f"data.root={mnist_root}",
+        "data.download=false",
+        "trainer.max_epochs=1",
+        "test=false",
+        "+callbacks.step_clock._target_=__main__.StepClock",
+        f"+callbacks.step_clock.path={out}",
         *(flags.get(word, word) for word in extra),
     ]
 
@@ -109,7 +115,9 @@ def run_plain(net: str, mnist_root: str, words: list[str], out: Path) -> None:
         from vae_zoo.cpu import keep_freed_memory
 
         assert keep_freed_memory()
-    cfg = compose_config(["data=mnist", f"net={net}", f"data.root={mnist_root}", "data.download=false"], output_dir="unused")
+    cfg = compose_config(
+        ["data=mnist", f"net={net}", f"data.root={mnist_root}", "data.download=false"], output_dir="unused"
+    )
     torch.manual_seed(cfg.seed)
     datamodule = instantiate(cfg.data)
     datamodule.setup()
@@ -150,8 +158,20 @@ def measure(source: Path, variant: str, net: str, mnist_root: str, scratch: Path
     out = scratch / "result.json"
     out.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": str(source), "VAE_ZOO_LOG_DIR": str(scratch)}
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", loop, "--nets", net, "--mnist-root", mnist_root,
-               "--out", str(out), "--words", *words]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        loop,
+        "--nets",
+        net,
+        "--mnist-root",
+        mnist_root,
+        "--out",
+        str(out),
+        "--words",
+        *words,
+    ]
     result = subprocess.run(command, env=env, cwd=scratch, capture_output=True, text=True)
     if result.returncode != 0 or not out.is_file():
         raise SystemExit(f"{variant} ({net}, {source}) failed:\n{result.stdout[-1500:]}\n{result.stderr[-3000:]}")
@@ -167,8 +187,15 @@ def main() -> None:
     parser.add_argument("--mnist-root", required=True, help="folder holding MNIST/raw (e.g. ../shared/data)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--nets", nargs="+", default=["mlp", "conv"])
-    parser.add_argument("--variants", nargs="+", default=["plain", "vae_zoo"], help="'plain [fused] [channels_last] [compile]' or 'vae_zoo [override...]'")
-    parser.add_argument("--source", action="append", default=[], help="name=folder of another checkout: adds its vae_zoo variant")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["plain", "vae_zoo"],
+        help="'plain [fused] [channels_last] [compile]' or 'vae_zoo [override...]'",
+    )
+    parser.add_argument(
+        "--source", action="append", default=[], help="name=folder of another checkout: adds its vae_zoo variant"
+    )
     parser.add_argument("--baseline", default="plain", help="the variant every ratio is to (e.g. 'plain cuda')")
     parser.add_argument("--worker", choices=["plain", "vae_zoo"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -186,14 +213,21 @@ def main() -> None:
 
     this_tree = Path(__file__).resolve().parents[1]
     jobs = [(variant, this_tree, variant) for variant in args.variants]
-    jobs += [(f"vae_zoo ({name})", Path(folder).resolve(), "vae_zoo") for name, folder in (s.split("=", 1) for s in args.source)]
+    jobs += [
+        (f"vae_zoo ({name})", Path(folder).resolve(), "vae_zoo")
+        for name, folder in (s.split("=", 1) for s in args.source)
+    ]
     if args.baseline not in args.variants:
-        raise SystemExit(f"--variants must include {args.baseline!r}: every ratio is to that run of the same round (--baseline).")
+        raise SystemExit(
+            f"--variants must include {args.baseline!r}: every ratio is to that run of the same round (--baseline)."
+        )
     from vae_zoo.config import compose_config
 
-    for label, source, variant in jobs:  # a misspelt override fails now, not after an hour of rounds
+    for _label, source, variant in jobs:  # a misspelt override fails now, not after an hour of rounds
         if variant.startswith("vae_zoo") and source == this_tree:
-            compose_config(vae_zoo_overrides(args.nets[0], mnist_root, variant.split()[1:], Path("unused")), output_dir="unused")
+            compose_config(
+                vae_zoo_overrides(args.nets[0], mnist_root, variant.split()[1:], Path("unused")), output_dir="unused"
+            )
     results = {(net, label): [] for net in args.nets for label, _, _ in jobs}
     with tempfile.TemporaryDirectory() as scratch:
         for round_ in range(args.rounds):
@@ -202,10 +236,24 @@ def main() -> None:
                 for label, source, variant in jobs[shift:] + jobs[:shift]:
                     result = measure(source, variant, net, mnist_root, Path(scratch))
                     results[(net, label)].append(result)
-                    print(f"round {round_ + 1} {net:4s} {label:28s} {result['img_per_s']:8,.0f} img/s  epoch {result['epoch_s']:6.2f} s", flush=True)
+                    print(
+                        f"round {round_ + 1} {net:4s} {label:28s} {result['img_per_s']:8,.0f} img/s  epoch {result['epoch_s']:6.2f} s",
+                        flush=True,
+                    )
     load = os.getloadavg()
-    table = Table(title=escape(f"median [range] over {args.rounds} rounds; load average at the end {load[0]:.2f} / {load[1]:.2f} (1 / 5 min)"))
-    for column in ("net", "variant", "img/s (steps 21+)", f"ratio to {args.baseline}", "epoch s", f"epoch / {args.baseline} epoch"):
+    table = Table(
+        title=escape(
+            f"median [range] over {args.rounds} rounds; load average at the end {load[0]:.2f} / {load[1]:.2f} (1 / 5 min)"
+        )
+    )
+    for column in (
+        "net",
+        "variant",
+        "img/s (steps 21+)",
+        f"ratio to {args.baseline}",
+        "epoch s",
+        f"epoch / {args.baseline} epoch",
+    ):
         table.add_column(column, justify="left" if column in ("net", "variant") else "right")
     for net in args.nets:
         plain = results[(net, args.baseline)]
@@ -213,8 +261,14 @@ def main() -> None:
             runs = results[(net, label)]
             rate_ratio = [r["img_per_s"] / p["img_per_s"] for r, p in zip(runs, plain)]
             epoch_ratio = [r["epoch_s"] / p["epoch_s"] for r, p in zip(runs, plain)]
-            table.add_row(net, escape(label), spread([r["img_per_s"] for r in runs]), spread(rate_ratio, 2),
-                          spread([r["epoch_s"] for r in runs], 2), spread(epoch_ratio, 2))
+            table.add_row(
+                net,
+                escape(label),
+                spread([r["img_per_s"] for r in runs]),
+                spread(rate_ratio, 2),
+                spread([r["epoch_s"] for r in runs], 2),
+                spread(epoch_ratio, 2),
+            )
     Console(width=200).print(table)
 
 

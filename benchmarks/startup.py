@@ -32,8 +32,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-ONE_STEP = ["trainer.max_steps=1", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0", "test=false", "optimized_metric=train/loss",
-            "callbacks.progress_bar=null", "data.num_train=256", "data.num_val=64", "data.num_test=64"]
+ONE_STEP = [
+    "trainer.max_steps=1",
+    "trainer.limit_val_batches=0",
+    "trainer.num_sanity_val_steps=0",
+    "test=false",
+    "optimized_metric=train/loss",
+    "callbacks.progress_bar=null",
+    "data.num_train=256",
+    "data.num_val=64",
+    "data.num_test=64",
+]
 COMMANDS = {
     "import torch, lightning": ["-c", "import torch, lightning"],
     "train --help": ["-m", "vae_zoo.train", "--help"],
@@ -67,13 +76,22 @@ def main() -> None:
             for name, command in jobs[shift:] + jobs[:shift]:
                 times[(name, command)].append(run(sources[name], COMMANDS[command], Path(log_dir)))
     load = os.getloadavg()[0]
-    table = Table(title=escape(f"start-up, seconds: median [range] of {args.rounds} rounds (load average at the end {load:.2f})"))
+    table = Table(
+        title=escape(f"start-up, seconds: median [range] of {args.rounds} rounds (load average at the end {load:.2f})")
+    )
     table.add_column("command")
     for name in sources:
         table.add_column(name, justify="right")
     for command in COMMANDS:
-        table.add_row(command, *(escape(f"{statistics.median(times[(n, command)]):.2f} [{min(times[(n, command)]):.2f}-{max(times[(n, command)]):.2f}]")
-                                 for n in sources))
+        table.add_row(
+            command,
+            *(
+                escape(
+                    f"{statistics.median(times[(n, command)]):.2f} [{min(times[(n, command)]):.2f}-{max(times[(n, command)]):.2f}]"
+                )
+                for n in sources
+            ),
+        )
     Console().print(table)
 
 

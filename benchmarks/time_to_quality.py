@@ -43,7 +43,10 @@ def run_plain(net: str, mnist_root: str, target: float, max_epochs: int) -> dict
     from vae_zoo.config import compose_config
 
     torch.set_flush_denormal(True)
-    cfg = compose_config(["data=mnist", "data.binarize=dynamic", f"net={net}", f"data.root={mnist_root}", "data.download=false"], output_dir="unused")
+    cfg = compose_config(
+        ["data=mnist", "data.binarize=dynamic", f"net={net}", f"data.root={mnist_root}", "data.download=false"],
+        output_dir="unused",
+    )
     torch.manual_seed(cfg.seed)
     datamodule = instantiate(cfg.data)
     datamodule.setup()
@@ -58,7 +61,7 @@ def run_plain(net: str, mnist_root: str, target: float, max_epochs: int) -> dict
         recon = F.binary_cross_entropy_with_logits(decoder(z), x, reduction="none").flatten(1).sum(1)
         return recon + 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
 
-    for epoch in range(max_epochs):
+    for epoch in range(max_epochs):  # noqa: B007 (read after the loop)
         order = torch.randperm(len(train_images))
         for start in range(0, len(order), 128):
             x = torch.bernoulli(train_images[order[start : start + 128]].float().div_(255.0))
@@ -67,18 +70,42 @@ def run_plain(net: str, mnist_root: str, target: float, max_epochs: int) -> dict
             loss.backward()
             optimizer.step()
         with torch.no_grad():
-            val_elbo = -torch.cat([negative_elbo(val_images[i : i + 1000].float().div_(255.0)) for i in range(0, len(val_images), 1000)]).mean().item()
+            val_elbo = (
+                -torch.cat(
+                    [
+                        negative_elbo(val_images[i : i + 1000].float().div_(255.0))
+                        for i in range(0, len(val_images), 1000)
+                    ]
+                )
+                .mean()
+                .item()
+            )
         if val_elbo >= target:
             break
     return {"epoch": epoch, "val_elbo": val_elbo, "reached": val_elbo >= target}
 
 
-def vae_zoo_command(net: str, mnist_root: str, target: float, max_epochs: int, run_dir: Path, overrides: list[str]) -> list[str]:
+def vae_zoo_command(
+    net: str, mnist_root: str, target: float, max_epochs: int, run_dir: Path, overrides: list[str]
+) -> list[str]:
     return [
-        sys.executable, "-m", "vae_zoo.train", "data=mnist", "data.binarize=dynamic", f"net={net}", f"data.root={mnist_root}",
-        "data.download=false", f"trainer.max_epochs={max_epochs}", "test=false", "callbacks.progress_bar=null", f"hydra.run.dir={run_dir}",
-        "+callbacks.reach_target._target_=lightning.pytorch.callbacks.EarlyStopping", "+callbacks.reach_target.monitor=val/elbo",
-        "+callbacks.reach_target.mode=max", f"+callbacks.reach_target.stopping_threshold={target}", "+callbacks.reach_target.patience=1000000",
+        sys.executable,
+        "-m",
+        "vae_zoo.train",
+        "data=mnist",
+        "data.binarize=dynamic",
+        f"net={net}",
+        f"data.root={mnist_root}",
+        "data.download=false",
+        f"trainer.max_epochs={max_epochs}",
+        "test=false",
+        "callbacks.progress_bar=null",
+        f"hydra.run.dir={run_dir}",
+        "+callbacks.reach_target._target_=lightning.pytorch.callbacks.EarlyStopping",
+        "+callbacks.reach_target.monitor=val/elbo",
+        "+callbacks.reach_target.mode=max",
+        f"+callbacks.reach_target.stopping_threshold={target}",
+        "+callbacks.reach_target.patience=1000000",
         *overrides,
     ]
 
@@ -101,9 +128,13 @@ def main() -> None:
     parser.add_argument("--nets", nargs="+", default=["mlp", "conv"])
     parser.add_argument("--target", type=float, default=-100.0, help="validation ELBO to reach, nats per example")
     parser.add_argument("--max-epochs", type=int, default=40)
-    parser.add_argument("--source", action="append", default=[], help="name=folder of another checkout to run the same way")
+    parser.add_argument(
+        "--source", action="append", default=[], help="name=folder of another checkout to run the same way"
+    )
     parser.add_argument("--skip-plain", action="store_true")
-    parser.add_argument("--overrides", nargs="*", default=[], help="more overrides for the vae_zoo runs, e.g. model.optimizer.lr=1e-3")
+    parser.add_argument(
+        "--overrides", nargs="*", default=[], help="more overrides for the vae_zoo runs, e.g. model.optimizer.lr=1e-3"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     mnist_root = str(Path(args.mnist_root).resolve())
@@ -111,32 +142,62 @@ def main() -> None:
         print(json.dumps(run_plain(args.nets[0], mnist_root, args.target, args.max_epochs)))
         return
     this_tree = Path(__file__).resolve().parents[1]
-    sources = {"vae_zoo": this_tree, **{f"vae_zoo ({name})": Path(folder).resolve() for name, folder in (s.split("=", 1) for s in args.source)}}
+    sources = {
+        "vae_zoo": this_tree,
+        **{f"vae_zoo ({name})": Path(folder).resolve() for name, folder in (s.split("=", 1) for s in args.source)},
+    }
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for net in args.nets:
             for label, source in sources.items():
                 run_dir = Path(scratch) / f"{net}-{len(rows)}"
                 env = {**os.environ, "PYTHONPATH": str(source)}
-                seconds, rss, _ = timed(vae_zoo_command(net, mnist_root, args.target, args.max_epochs, run_dir, args.overrides), env, Path(scratch))
+                seconds, rss, _ = timed(
+                    vae_zoo_command(net, mnist_root, args.target, args.max_epochs, run_dir, args.overrides),
+                    env,
+                    Path(scratch),
+                )
                 with open(run_dir / "csv" / "metrics.csv", newline="") as f:
                     epochs = [row for row in csv.DictReader(f) if row.get("val/elbo")]
                 elbo = float(epochs[-1]["val/elbo"])
                 rows.append((net, label, seconds, len(epochs), elbo, elbo >= args.target, rss))
                 print(rows[-1], flush=True)
             if not args.skip_plain:
-                command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--nets", net, "--mnist-root", mnist_root,
-                           "--target", str(args.target), "--max-epochs", str(args.max_epochs)]
+                command = [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--worker",
+                    "--nets",
+                    net,
+                    "--mnist-root",
+                    mnist_root,
+                    "--target",
+                    str(args.target),
+                    "--max-epochs",
+                    str(args.max_epochs),
+                ]
                 seconds, rss, output = timed(command, {**os.environ, "PYTHONPATH": str(this_tree)}, Path(scratch))
                 result = json.loads(output.strip().splitlines()[-1])
-                rows.append((net, "plain (Adam 1e-3, constant KL)", seconds, result["epoch"] + 1, result["val_elbo"], result["reached"], rss))
+                rows.append(
+                    (
+                        net,
+                        "plain (Adam 1e-3, constant KL)",
+                        seconds,
+                        result["epoch"] + 1,
+                        result["val_elbo"],
+                        result["reached"],
+                        rss,
+                    )
+                )
                 print(rows[-1], flush=True)
 
     from rich.console import Console
     from rich.table import Table
 
     load = os.getloadavg()
-    table = Table(title=f"time to validation ELBO >= {args.target} nats (dynamically binarized MNIST); load average at the end {load[0]:.2f} / {load[1]:.2f}")
+    table = Table(
+        title=f"time to validation ELBO >= {args.target} nats (dynamically binarized MNIST); load average at the end {load[0]:.2f} / {load[1]:.2f}"
+    )
     for column in ("net", "run", "seconds", "epochs", "val ELBO (nats)", "reached", "peak RSS (MB)"):
         table.add_column(column, justify="left" if column in ("net", "run") else "right")
     for net, label, seconds, epochs, elbo, reached, rss in rows:

@@ -72,8 +72,19 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row))
 
-    table = Table(title=f"vae_zoo variants on MNIST (dynamic binarization), {args.epochs} epochs, torch threads {torch.get_num_threads()}")
-    columns = ["model", "seconds", "val/elbo", "val/recon", "val/kl", "active_units", "val/perplexity", "val/dead_codes"]
+    table = Table(
+        title=f"vae_zoo variants on MNIST (dynamic binarization), {args.epochs} epochs, torch threads {torch.get_num_threads()}"
+    )
+    columns = [
+        "model",
+        "seconds",
+        "val/elbo",
+        "val/recon",
+        "val/kl",
+        "active_units",
+        "val/perplexity",
+        "val/dead_codes",
+    ]
     for column in columns:
         table.add_column(column, justify="right")
     for row in rows:

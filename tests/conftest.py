@@ -48,9 +48,7 @@ TINY_SPRITES = [*TINY_DATA, *TINY_NET["gaussian"], *TINY_RUN]
 
 def write_idx(path: Path, array: np.ndarray) -> None:
     """Write a uint8 array as a gzipped IDX file (the MNIST distribution format)."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(
-        struct.pack(">I", n) for n in array.shape
-    )
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(struct.pack(">I", n) for n in array.shape)
     with gzip.open(path, "wb") as f:
         f.write(header + array.astype(np.uint8).tobytes())
 

@@ -54,7 +54,24 @@ def write_cifar10(root: Path, per_batch: int = 12, num_test: int = 20, seed: int
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f, protocol=2)
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]}, f, protocol=2)
+        pickle.dump(
+            {
+                b"label_names": [
+                    b"airplane",
+                    b"automobile",
+                    b"bird",
+                    b"cat",
+                    b"deer",
+                    b"dog",
+                    b"frog",
+                    b"horse",
+                    b"ship",
+                    b"truck",
+                ]
+            },
+            f,
+            protocol=2,
+        )
     return folder
 
 
@@ -93,7 +110,9 @@ def celeba_face(first_attribute: int) -> Image.Image:
     return Image.fromarray(pixels)
 
 
-def write_celeba(root: Path, layout: str = "torchvision", partition_sizes=(10, 4, 5), seed: int = 0) -> tuple[Path, dict]:
+def write_celeba(
+    root: Path, layout: str = "torchvision", partition_sizes=(10, 4, 5), seed: int = 0
+) -> tuple[Path, dict]:
     """Write a small CelebA in ``<root>/celeba/``.
 
     ``layout="torchvision"``: ``img_align_celeba/*.jpg``, ``list_eval_partition.txt``
@@ -125,7 +144,9 @@ def write_celeba(root: Path, layout: str = "torchvision", partition_sizes=(10, 4
         with open(base / "list_eval_partition.csv", "w", newline="") as f:
             csv.writer(f).writerows([["image_id", "partition"], *zip(names, partition.tolist())])
         with open(base / "list_attr_celeba.csv", "w", newline="") as f:
-            csv.writer(f).writerows([["image_id", *CELEBA_ATTRIBUTES], *([name, *row.tolist()] for name, row in zip(names, attributes))])
+            csv.writer(f).writerows(
+                [["image_id", *CELEBA_ATTRIBUTES], *([name, *row.tolist()] for name, row in zip(names, attributes))]
+            )
     truth = {
         "partition": dict(zip(names, partition.tolist())),
         "attributes": {name: row.tolist() for name, row in zip(names, attributes)},
@@ -143,7 +164,7 @@ def write_image_folder(root: Path, per_class: int = 8, seed: int = 0) -> dict:
     Returns ``{"readable": count, "unreadable": [relative paths], "classes": [names]}``.
     """
     rng = np.random.default_rng(seed)
-    for label, (name, value) in enumerate((("dark", 40), ("light", 220))):
+    for _label, (name, value) in enumerate((("dark", 40), ("light", 220))):
         folder = root / name
         folder.mkdir(parents=True)
         for i in range(per_class):
@@ -158,7 +179,11 @@ def write_image_folder(root: Path, per_class: int = 8, seed: int = 0) -> dict:
     (root / "notes.txt").write_text("not an image")
     (root / ".hidden").mkdir()
     Image.new("RGB", (50, 50)).save(root / ".hidden" / "x.png")
-    return {"readable": 2 * per_class, "unreadable": ["dark/broken.jpg", "light/truncated.jpg"], "classes": ["dark", "light"]}
+    return {
+        "readable": 2 * per_class,
+        "unreadable": ["dark/broken.jpg", "light/truncated.jpg"],
+        "classes": ["dark", "light"],
+    }
 
 
 def python2_cifar_pickle(data: np.ndarray, labels: list[int]) -> bytes:
@@ -186,6 +211,8 @@ def python2_cifar_pickle(data: np.ndarray, labels: list[int]) -> bytes:
     dtype += b"(" + integer(3) + string(b"|") + b"NNN" + integer(-1) + integer(-1) + integer(0) + b"tb"  # state, BUILD
     shape = b"(" + b"".join(integer(n) for n in data.shape) + b"t"
     array = b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + integer(0) + b"\x85" + string(b"b") + reduce3
-    array += b"(" + integer(1) + shape + dtype + b"\x89" + string(data.tobytes()) + b"tb"  # (1, shape, dtype, False, raw)
+    array += (
+        b"(" + integer(1) + shape + dtype + b"\x89" + string(data.tobytes()) + b"tb"
+    )  # (1, shape, dtype, False, raw)
     label_list = b"](" + b"".join(integer(n) for n in labels) + b"e"  # EMPTY_LIST, MARK, ..., APPENDS
     return b"\x80\x02}(" + string(b"data") + array + string(b"labels") + label_list + b"u."

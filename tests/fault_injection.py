@@ -41,7 +41,9 @@ class NaNAtStep(L.Callback):
     def __init__(self, step: int):
         self.step = step
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.global_step == self.step:
             batch["image"].fill_(float("nan"))
 
@@ -53,7 +55,9 @@ class SignalAtStep(L.Callback):
     def __init__(self, step: int, signal_name: str = "SIGUSR1"):
         self.step, self.signal_name = step, signal_name
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.global_step == self.step:
             import signal
 

@@ -3,10 +3,12 @@
 import csv
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
-from conftest import TINY_SPRITES, run_cli, run_folders
 from vae_zoo.checkpointing import load_checkpoint
+
+from conftest import TINY_SPRITES, run_cli, run_folders
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -51,7 +53,14 @@ def test_default_pipeline_end_to_end(tmp_path):
     for line in ("run folder:", "best checkpoint:", "last checkpoint:", "images:"):
         assert line in result.stdout, line
     log = (run / "train.log").read_text()
-    for line in ("Seed set to 0", "GPU available", "Batch size 32 per device", "vae_zoo run summary", "test/elbo", "last checkpoint:"):
+    for line in (
+        "Seed set to 0",
+        "GPU available",
+        "Batch size 32 per device",
+        "vae_zoo run summary",
+        "test/elbo",
+        "last checkpoint:",
+    ):
         assert line in log, line
     assert "\x1b" not in log
 
@@ -93,6 +102,7 @@ def check_variant_runs(log_dir: Path, variants: list[str] = VARIANTS) -> None:
             assert betas and all(abs(beta - 4.0 * min(1.0, step / 1500)) < 1e-6 for step, beta in betas), betas
 
 
+@pytest.mark.slow
 def test_every_variant_trains_on_the_default_data(tmp_path):
     sizes = ["data.num_train=256", "data.num_val=64", "data.num_test=64"]
     result = run_cli(["-m", f"model={','.join(VARIANTS)}", *sizes, *QUICK, "trainer.log_every_n_steps=1"], cwd=tmp_path)
@@ -103,13 +113,21 @@ def test_every_variant_trains_on_the_default_data(tmp_path):
 def test_every_objective_trains_from_the_cli_with_the_vae_s_pictures(tmp_path):
     # FactorVAE keeps its default discriminator (3 x 1000 units): small next to the conv nets
     sizes = ["data.num_train=256", "data.num_val=64", "data.num_test=64"]
-    result = run_cli(["-m", f"model={','.join(OBJECTIVES)}", *sizes, *QUICK, "trainer.log_every_n_steps=1"], cwd=tmp_path)
+    result = run_cli(
+        ["-m", f"model={','.join(OBJECTIVES)}", *sizes, *QUICK, "trainer.log_every_n_steps=1"], cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     check_variant_runs(tmp_path / "logs", OBJECTIVES)
 
 
 def test_every_variant_trains_on_mnist_files(tmp_path, mnist_root):
-    mnist = ["data=mnist", f"paths.data_dir={mnist_root}", "data.download=false", "data.val_size=100", "data.binarize=dynamic"]
+    mnist = [
+        "data=mnist",
+        f"paths.data_dir={mnist_root}",
+        "data.download=false",
+        "data.val_size=100",
+        "data.binarize=dynamic",
+    ]
     result = run_cli(["-m", f"model={','.join(VARIANTS)}", *mnist, *QUICK, "trainer.log_every_n_steps=1"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     check_variant_runs(tmp_path / "logs")
@@ -165,11 +183,13 @@ def test_help_and_cfg_job_import_neither_torch_nor_lightning(tmp_path):
     import sys
 
     for flag in (["--help"], ["--cfg", "job"]):
-        code = ("import runpy, sys\n"
-                f"sys.argv = ['vae_zoo.train', *{flag!r}]\n"
-                "try:\n    runpy.run_module('vae_zoo.train', run_name='__main__')\n"
-                "except SystemExit:\n    pass\n"
-                "print('HEAVY', sorted(m for m in ('torch', 'lightning', 'torchmetrics') if m in sys.modules))\n")
+        code = (
+            "import runpy, sys\n"
+            f"sys.argv = ['vae_zoo.train', *{flag!r}]\n"
+            "try:\n    runpy.run_module('vae_zoo.train', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'lightning', 'torchmetrics') if m in sys.modules))\n"
+        )
         result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr[-2000:]
         assert "HEAVY []" in result.stdout, (flag, result.stdout[-500:])

@@ -9,10 +9,11 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import REPO, TINY_DATA, TINY_SPRITES
 from vae_zoo.config import compose_config, config_dir
 from vae_zoo.errors import ConfigError
 from vae_zoo.experiment import build
+
+from conftest import REPO, TINY_DATA, TINY_SPRITES
 
 # options that only make sense together with another choice
 COMPANIONS = {"conv_grid": ["model=vq_vae"]}
@@ -56,7 +57,18 @@ def test_build_without_hydra_cli(tmp_path):
 def test_configs_are_found_from_a_built_wheel(tmp_path):
     """Build the wheel, unpack it alone on sys.path, and run the CLI's config stage from it."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
         check=True,
         capture_output=True,
     )
@@ -66,17 +78,24 @@ def test_configs_are_found_from_a_built_wheel(tmp_path):
     assert (site / "vae_zoo" / "conf" / "train.yaml").is_file()
     code = "import vae_zoo.config as c; print(c.config_dir())"
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
-    where = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    where = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    )
     assert Path(where.stdout.strip()) == site / "vae_zoo" / "conf"
     shown = subprocess.run(
         [sys.executable, "-m", "vae_zoo.train", "--cfg", "job", "model.latent_dim=7"],
-        cwd=tmp_path, env=env, capture_output=True, text=True,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "latent_dim: 7" in shown.stdout and "vae_zoo.models.VAE" in shown.stdout
 
 
-@pytest.mark.parametrize("overrides,expected", [(["net=conv_grid"], "net=conv or net=mlp"), (["model=vq_vae", "net=conv"], "net=conv_grid")])
+@pytest.mark.parametrize(
+    "overrides,expected", [(["net=conv_grid"], "net=conv or net=mlp"), (["model=vq_vae", "net=conv"], "net=conv_grid")]
+)
 def test_mismatched_net_and_model_say_which_net_fits(tmp_path, overrides, expected):
     with pytest.raises(ConfigError, match=expected):
         build(compose_config([*TINY_DATA, *overrides], output_dir=tmp_path))

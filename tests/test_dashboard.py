@@ -8,17 +8,21 @@ import re
 
 import pytest
 
-from conftest import TINY_DATA, TINY_NET, TINY_RUN
 from vae_zoo.config import compose_config
 from vae_zoo.dashboard import main, panel_keys, workspace
 from vae_zoo.experiment import train
+
+from conftest import TINY_DATA, TINY_NET, TINY_RUN
 from wandb_records import config, history, read_records
+
+NEEDS = "wandb_workspaces"  # the dashboard extra (in .[dev]); a venv without it skips these tests
 
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory) -> tuple[set[str], set[str], list[dict]]:
     """Keys logged by an offline W&B run of a CVAE (every Gaussian picture and the class grid) and
     of a VQ-VAE (its codebook picture), and the runs' configs."""
+    pytest.importorskip(NEEDS)
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -27,7 +31,20 @@ def logged(tmp_path_factory) -> tuple[set[str], set[str], list[dict]]:
     try:
         for model, net in runs.items():
             folder = tmp_path_factory.mktemp(model)
-            train(compose_config([*TINY_DATA, *TINY_RUN, *net, f"model={model}", "logger=wandb", "test=false", "trainer.log_every_n_steps=4"], output_dir=folder))
+            train(
+                compose_config(
+                    [
+                        *TINY_DATA,
+                        *TINY_RUN,
+                        *net,
+                        f"model={model}",
+                        "logger=wandb",
+                        "test=false",
+                        "trainer.log_every_n_steps=4",
+                    ],
+                    output_dir=folder,
+                )
+            )
             [records_file] = folder.glob("wandb/offline-run-*/run-*.wandb")
             records = read_records(records_file)
             for row in history(records):
@@ -60,6 +77,7 @@ def test_every_panel_reads_a_key_a_real_run_logged(logged):
 
 
 def test_the_command_writes_the_workspace_spec_offline(tmp_path, capsys):
+    pytest.importorskip(NEEDS)
     main(["--project", "vae_zoo", "--group", "my-sweep", "--json", str(tmp_path / "workspace.json")])
     spec = json.loads((tmp_path / "workspace.json").read_text())
     text = json.dumps(spec)

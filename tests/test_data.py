@@ -1,6 +1,5 @@
 """In-memory data: real file formats, splits, dtypes, batching and the error messages."""
 
-
 import pytest
 import torch
 
@@ -40,6 +39,7 @@ def test_mnist_reads_idx_files_and_splits(mnist_root):
 
 def test_read_idx_accepts_extracted_files_and_rejects_garbage(mnist_root, tmp_path):
     import gzip
+
     gz = mnist_root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
     plain = tmp_path / "t10k-labels-idx1-ubyte"
     plain.write_bytes(gzip.decompress(gz.read_bytes()))
@@ -170,8 +170,7 @@ def test_rank_shards_train_disjoint_equal_and_eval_exact(monkeypatch, num_items,
 
 
 def test_denoising_corruption_keeps_the_clean_target(mnist_root):
-    dm = MNISTDataModule(root=str(mnist_root), download=False, val_size=50, batch_size=300,
-                         corruption=PixelMask(0.5))
+    dm = MNISTDataModule(root=str(mnist_root), download=False, val_size=50, batch_size=300, corruption=PixelMask(0.5))
     dm.setup()
 
     class Stage:  # stands in for the trainer state the hook reads
@@ -207,7 +206,9 @@ def test_gaussian_corruption_and_config_errors(mnist_root):
     noise = batch["image"] - batch["target"]
     assert batch["image"].min() >= 0 and batch["image"].max() <= 1
     assert abs(noise.std().item() - 0.2) < 0.01 and abs(noise.mean().item()) < 0.01
-    with pytest.raises(ConfigError, match="corruption=gaussian data.corruption.std"):  # the old mapping form says what to write
+    with pytest.raises(
+        ConfigError, match="corruption=gaussian data.corruption.std"
+    ):  # the old mapping form says what to write
         MNISTDataModule(corruption={"kind": "gaussian", "std": 0.1})
     with pytest.raises(ConfigError, match="std must be > 0"):
         GaussianNoise(0.0)
@@ -221,7 +222,9 @@ def test_corruption_is_chosen_by_config_group():
 
     from vae_zoo.config import compose_config
 
-    cfg = compose_config(["corruption=mask", "data.corruption.fraction=0.4", "data.num_train=8", "data.num_val=4", "data.num_test=4"])
+    cfg = compose_config(
+        ["corruption=mask", "data.corruption.fraction=0.4", "data.num_train=8", "data.num_val=4", "data.num_test=4"]
+    )
     dm = instantiate(cfg.data)
     assert isinstance(dm.corruption, PixelMask) and dm.corruption.fraction == 0.4
     assert compose_config([]).data.corruption is None

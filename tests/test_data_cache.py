@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from data_fixtures import write_image_folder
 from vae_zoo.data import ImageFolderDataModule
 from vae_zoo.data.image_cache import CACHE_FOLDER_NAME, Preprocess, load_or_build
+
+from data_fixtures import write_image_folder
 
 SPLIT = {"val_fraction": 0.2, "test_fraction": 0.2, "image_size": 16}
 

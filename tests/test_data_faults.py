@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_mnist_files, run_cli, run_folders
-from data_fixtures import python2_cifar_pickle, write_celeba, write_cifar10, write_dsprites, write_image_folder
 from vae_zoo.data import (
     CelebADataModule,
     CIFAR10DataModule,
@@ -25,6 +23,9 @@ from vae_zoo.data import (
 )
 from vae_zoo.data.cifar import read_cifar_batch
 from vae_zoo.errors import ConfigError, DataError
+
+from conftest import make_mnist_files, run_cli, run_folders
+from data_fixtures import python2_cifar_pickle, write_celeba, write_cifar10, write_dsprites, write_image_folder
 
 
 class RunsWhenUnpickled:
@@ -83,7 +84,9 @@ def test_cifar_batch_with_an_object_array_is_refused(tmp_path):
     batch = pickle.loads((folder / "test_batch").read_bytes(), encoding="bytes")
     batch[b"data"] = batch[b"data"].astype(object)
     (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
-    with pytest.raises(DataError, match=r"test_batch is not a CIFAR-10 batch: b'data' holds object values, not integers\. Delete it"):
+    with pytest.raises(
+        DataError, match=r"test_batch is not a CIFAR-10 batch: b'data' holds object values, not integers\. Delete it"
+    ):
         read_cifar_batch(folder / "test_batch")
 
 
@@ -99,7 +102,10 @@ CORRUPTIONS = {
     "truncated gzip": (truncated, "is truncated: its gzip data ends early"),
     "random bytes": (lambda gz: np.random.default_rng(0).bytes(1000), "is not valid gzip data"),
     "empty file": (lambda gz: b"", "is not an IDX file: it holds 0 bytes"),
-    "fewer values than the header": (gzip_of_fewer_values, "is truncated: its header gives shape (300, 28, 28), 235200 values, but it holds 235100"),
+    "fewer values than the header": (
+        gzip_of_fewer_values,
+        "is truncated: its header gives shape (300, 28, 28), 235200 values, but it holds 235100",
+    ),
 }
 
 
@@ -115,8 +121,9 @@ def test_corrupt_mnist_files_name_the_file_and_the_fix(tmp_path, corruption):
     message = str(info.value)
     assert type(info.value) is DataError and "\n" not in message
     assert message.startswith(f"{path} {what}")
-    assert message.endswith("Delete it and run again with data.download=true, or copy the file again from "
-                            f"{MNISTDataModule.source}.")
+    assert message.endswith(
+        f"Delete it and run again with data.download=true, or copy the file again from {MNISTDataModule.source}."
+    )
 
 
 def test_fashion_mnist_shares_the_reader_and_names_its_source(tmp_path):
@@ -136,7 +143,10 @@ def test_mnist_labels_that_do_not_match_the_images(tmp_path):
     labels = root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
     images = make_mnist_files(tmp_path / "other", n_train=60, n_test=21) / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
     labels.write_bytes(images.read_bytes())
-    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz holds labels of shape \(21,\), but t10k-images-idx3-ubyte.gz holds 20 images"):
+    with pytest.raises(
+        DataError,
+        match=r"t10k-labels-idx1-ubyte.gz holds labels of shape \(21,\), but t10k-images-idx3-ubyte.gz holds 20 images",
+    ):
         MNISTDataModule(root=str(root), download=False, val_size=10).setup()
 
 
@@ -147,7 +157,9 @@ def test_mnist_labels_that_do_not_match_the_images(tmp_path):
 def test_batch_sizes_are_checked_at_construction(tmp_path, setting, value):
     with pytest.raises(ConfigError) as info:
         MNISTDataModule(root=str(tmp_path), download=False, **{setting: value})  # no files needed
-    assert str(info.value).startswith(f"data.{setting} must be a whole number >= 1, got {value!r}. Set e.g. data.{setting}=")
+    assert str(info.value).startswith(
+        f"data.{setting} must be a whole number >= 1, got {value!r}. Set e.g. data.{setting}="
+    )
 
 
 def test_eval_batch_size_null_means_the_training_batch_size(tmp_path):
@@ -170,7 +182,9 @@ def test_a_root_that_is_a_file_is_a_config_error(tmp_path, name):
     a_file.write_bytes(b"not a folder")
     with pytest.raises(ConfigError) as info:
         DATAMODULES[name](root=str(a_file))
-    assert str(info.value).startswith(f"data.root={a_file} is a file, not a folder. Point data.root at the folder that holds")
+    assert str(info.value).startswith(
+        f"data.root={a_file} is a file, not a folder. Point data.root at the folder that holds"
+    )
     with pytest.raises(ConfigError, match=f"data.root={a_file / 'sub'} is inside {a_file}, which is a file"):
         DATAMODULES[name](root=str(a_file / "sub"))
 
@@ -180,8 +194,13 @@ def test_roots_that_are_folders_or_do_not_exist_yet_are_fine(tmp_path):
     write_dsprites(tmp_path / "dsprites", n=10)
     write_celeba(tmp_path / "celeba", partition_sizes=(1, 1, 1))
     write_image_folder(tmp_path / "images", per_class=1)
-    for root, cls in [("cifar", CIFAR10DataModule), ("dsprites", DSpritesDataModule), ("celeba", CelebADataModule),
-                      ("images", ImageFolderDataModule), ("not/yet/there", MNISTDataModule)]:
+    for root, cls in [
+        ("cifar", CIFAR10DataModule),
+        ("dsprites", DSpritesDataModule),
+        ("celeba", CelebADataModule),
+        ("images", ImageFolderDataModule),
+        ("not/yet/there", MNISTDataModule),
+    ]:
         assert cls(root=str(tmp_path / root)).root == tmp_path / root
 
 
@@ -189,11 +208,16 @@ def test_cli_corrupt_mnist_file_is_one_line_without_traceback(tmp_path):
     root = make_mnist_files(tmp_path / "data", n_train=120, n_test=40)
     path = root / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz"
     path.write_bytes(truncated(path.read_bytes()))
-    result = run_cli(["data=mnist", f"data.root={root}", "data.download=false", "data.val_size=20", "trainer.accelerator=cpu"], cwd=tmp_path)
+    result = run_cli(
+        ["data=mnist", f"data.root={root}", "data.download=false", "data.val_size=20", "trainer.accelerator=cpu"],
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert line == (f"error: {path} is truncated: its gzip data ends early. Delete it and run again with "
-                    f"data.download=true, or copy the file again from {MNISTDataModule.source}.")
+    assert line == (
+        f"error: {path} is truncated: its gzip data ends early. Delete it and run again with "
+        f"data.download=true, or copy the file again from {MNISTDataModule.source}."
+    )
     assert "Traceback" not in result.stderr
     [run] = run_folders(tmp_path / "logs")
     assert not (run / "checkpoints").exists()

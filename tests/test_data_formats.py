@@ -9,8 +9,6 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import make_mnist_files
-from data_fixtures import CELEBA_ATTRIBUTES, write_celeba, write_cifar10, write_dsprites, write_image_folder
 from vae_zoo.config import compose_config
 from vae_zoo.data import (
     CelebADataModule,
@@ -22,6 +20,9 @@ from vae_zoo.data import (
 from vae_zoo.data.sprites import render_sprites
 from vae_zoo.errors import ConfigError, DataError, DataNotFoundError
 from vae_zoo.experiment import check_compatible
+
+from conftest import make_mnist_files
+from data_fixtures import CELEBA_ATTRIBUTES, write_celeba, write_cifar10, write_dsprites, write_image_folder
 
 
 def served_batch(dm, loader):
@@ -162,8 +163,13 @@ def test_image_folder_skips_broken_files_and_reads_classes(tmp_path, caplog):
         assert split["image"].shape[1:] == (3, 16, 16) and split["image"].dtype == torch.uint8
         # dark images are 40, light ones 220 (JPEG/PNG round trip aside), as their labels say
         level = split["image"].float().mean(dim=(1, 2, 3))
-        assert torch.equal(level > 130, split["label"] == 1) and ((level - 40).abs().lt(3) | (level - 220).abs().lt(3)).all()
-    grey = ImageFolderDataModule(root=str(tmp_path / "photos"), image_size=16, channels=1, val_fraction=0.2, test_fraction=0.2)
+        assert (
+            torch.equal(level > 130, split["label"] == 1)
+            and ((level - 40).abs().lt(3) | (level - 220).abs().lt(3)).all()
+        )
+    grey = ImageFolderDataModule(
+        root=str(tmp_path / "photos"), image_size=16, channels=1, val_fraction=0.2, test_fraction=0.2
+    )
     grey.setup()
     assert grey.splits["train"]["image"].shape[1:] == (1, 16, 16)
 
@@ -204,6 +210,7 @@ def test_a_failed_download_leaves_no_empty_folders(tmp_path):
             for folder in folders:
                 folder.mkdir(parents=True, exist_ok=True)
             raise ConnectionError("Name or service not known")
+
         return download
 
     root = tmp_path / "data"
@@ -217,4 +224,7 @@ def test_a_failed_download_leaves_no_empty_folders(tmp_path):
     (root / "partial" / "file.tar.gz.part").write_bytes(b"x")
     try_download(offline(root / "celeba"), True, root)
     assert sorted(p.name for p in root.iterdir()) == ["mine", "partial"]
-    assert try_download(offline(root / "x"), False, root) == "Download is off (data.download=false)." and not (root / "x").exists()
+    assert (
+        try_download(offline(root / "x"), False, root) == "Download is off (data.download=false)."
+        and not (root / "x").exists()
+    )

@@ -15,7 +15,12 @@ def validate(devices: int, tmp_path: Path) -> dict:
     out = tmp_path / f"metrics_{devices}.json"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), str(devices), str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, str(SCRIPT), str(devices), str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads(out.read_text())
@@ -23,6 +28,7 @@ def validate(devices: int, tmp_path: Path) -> dict:
     return record["metrics"]
 
 
+@pytest.mark.slow
 def test_validation_metrics_under_ddp_equal_a_single_process(tmp_path):
     """70 validation examples split 35/35 over two ranks in uneven batches. The KL terms and
     active units are closed-form in the posterior parameters: they must agree to float

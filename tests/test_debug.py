@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import csv
 
-from conftest import TINY_SPRITES, run_cli
 from vae_zoo.config import compose_config
 from vae_zoo.experiment import train
+
+from conftest import TINY_SPRITES, run_cli
 
 
 def history(run_dir, key):
@@ -19,7 +20,10 @@ def test_fast_dev_run_runs_one_batch_into_a_debug_folder(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = (tmp_path / "logs" / "debug" / "runs").iterdir()  # kept apart from the training runs
     assert not (tmp_path / "logs" / "train").exists()
-    assert "Running in `fast_dev_run` mode: will run the requested loop using 1 batch(es)" in (run / "train.log").read_text()
+    assert (
+        "Running in `fast_dev_run` mode: will run the requested loop using 1 batch(es)"
+        in (run / "train.log").read_text()
+    )
     assert list((run / "images").glob("reconstructions_epoch0000.png"))  # every callback ran once
 
 
@@ -38,6 +42,8 @@ def test_profiler_writes_where_the_time_went(tmp_path):
 
 
 def test_limit_runs_a_few_batches_of_each_split(tmp_path):
-    cfg = compose_config(["debug=limit", *TINY_SPRITES, "trainer.max_epochs=2", "trainer.limit_train_batches=2"], output_dir=tmp_path)
+    cfg = compose_config(
+        ["debug=limit", *TINY_SPRITES, "trainer.max_epochs=2", "trainer.limit_train_batches=2"], output_dir=tmp_path
+    )
     train(cfg)
     assert len(history(tmp_path, "val/elbo")) == 2 and (tmp_path / "checkpoints" / "last.ckpt").is_file()

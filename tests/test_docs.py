@@ -6,16 +6,16 @@ from __future__ import annotations
 import csv
 import re
 import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_SPRITES
 from vae_zoo.config import compose_config
 from vae_zoo.errors import UntrustedFileError
 from vae_zoo.evaluation import evaluate
 from vae_zoo.experiment import train
 from vae_zoo.run_config import compose_run_config
+
+from conftest import REPO, TINY_SPRITES
 
 EXAMPLE = REPO / "docs" / "examples" / "mmd_vae.py"
 
@@ -34,10 +34,14 @@ def test_the_example_variant_trains_logs_its_term_and_gets_better(tmp_path, monk
         elbo = [float(row["val/elbo"]) for row in csv.DictReader(f) if row.get("val/elbo")]
     assert len(elbo) == 3 and elbo[-1] > elbo[0] + 1.0  # nats per example: it learns
     # its docstring's evaluate: a class of one's own is built from the run's config once trusted
-    keep = [f"metrics.{name}=null" for name in ("nll", "active_units", "codebook_usage", "fid", "disentanglement", "ood")]
+    keep = [
+        f"metrics.{name}=null" for name in ("nll", "active_units", "codebook_usage", "fid", "disentanglement", "ood")
+    ]
     with pytest.raises(UntrustedFileError, match="mmd_vae.MMDVAE"):
         evaluate(compose_run_config(tmp_path, keep, output_dir=tmp_path / "evaluation"))
-    report = evaluate(compose_run_config(tmp_path, [*keep, "trusted_targets=[mmd_vae]"], output_dir=tmp_path / "evaluation"))
+    report = evaluate(
+        compose_run_config(tmp_path, [*keep, "trusted_targets=[mmd_vae]"], output_dir=tmp_path / "evaluation")
+    )
     assert report.context["model"] == "MMDVAE" and abs(report.values()["elbo"] - result.metrics["test/elbo"]) < 5.0
     sys.modules.pop("mmd_vae", None)
 
@@ -45,7 +49,12 @@ def test_the_example_variant_trains_logs_its_term_and_gets_better(tmp_path, monk
 def test_every_file_the_docs_name_exists():
     named = set()
     for doc in [REPO / "README.md", *(REPO / "docs").glob("*.md")]:
-        named |= {(doc.name, path) for path in re.findall(r"`((?:vae_zoo|tests|conf|benchmarks|docs)/[\w/.-]+\.(?:py|yaml|md|sh))", doc.read_text())}
+        named |= {
+            (doc.name, path)
+            for path in re.findall(
+                r"`((?:vae_zoo|tests|conf|benchmarks|docs)/[\w/.-]+\.(?:py|yaml|md|sh))", doc.read_text()
+            )
+        }
     assert len(named) > 20
     missing = sorted((doc, path) for doc, path in named if not (REPO / path).exists() and "<" not in path)
     assert not missing, missing

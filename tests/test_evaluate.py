@@ -17,12 +17,13 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import TINY_DATA, TINY_NET, TINY_SPRITES, run_cli
 from vae_zoo.config import compose_config
 from vae_zoo.errors import ConfigError
 from vae_zoo.evaluation import evaluate
-from vae_zoo.run_config import compose_run_config, register_run_config_from_argv
 from vae_zoo.metrics import ClassifierFeatureExtractor, FeatureExtractorUnavailableError
+from vae_zoo.run_config import compose_run_config, register_run_config_from_argv
+
+from conftest import TINY_DATA, TINY_NET, TINY_SPRITES, run_cli
 
 ONE_EPOCH = [arg for arg in TINY_SPRITES if not arg.startswith("trainer.max_epochs")] + [
     "trainer.max_epochs=1",
@@ -40,7 +41,9 @@ QUICK_DISENTANGLEMENT = [  # fewer votes and trees than the published settings: 
 def run_module(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """``python -m <module> args`` as a user would run it."""
     env = {**os.environ, "VAE_ZOO_LOG_DIR": str(cwd / "logs"), "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +66,11 @@ def extractor_checkpoint(workdir) -> Path:
     on the run's data (its labels: the sprites' shapes)."""
     path = workdir / "classifier.pt"
     data = [arg for arg in TINY_DATA]
-    result = run_module("vae_zoo.fid_classifier", ["data=sprites", *data, f"path={path}", "epochs=1", "num_features=16",
-                                                   "hidden_channels=[8,16]"], workdir)
+    result = run_module(
+        "vae_zoo.fid_classifier",
+        ["data=sprites", *data, f"path={path}", "epochs=1", "num_features=16", "hidden_channels=[8,16]"],
+        workdir,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"wrote {path}" in result.stdout and "test accuracy" in result.stdout
     return path
@@ -74,7 +80,11 @@ def test_fid_classifier_command_learns_the_labels(tmp_path, mnist_root):
     """The classifier command trains on the data's labels and says how well it does; the file
     it writes is what evaluate's feature_extractor loads."""
     path = tmp_path / "mnist_classifier.pt"
-    result = run_module("vae_zoo.fid_classifier", [f"data.root={mnist_root}", "data.download=false", "data.val_size=50", f"path={path}", "epochs=15"], tmp_path)
+    result = run_module(
+        "vae_zoo.fid_classifier",
+        [f"data.root={mnist_root}", "data.download=false", "data.val_size=50", f"path={path}", "epochs=15"],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     accuracy = float(result.stdout.split("test accuracy ")[1].split("%")[0]) / 100
     assert accuracy >= 0.9  # the fixture's classes are learnable bars; chance is 0.1
@@ -140,7 +150,9 @@ def test_evaluate_writes_metrics_in_consistent_units(evaluated, extractor_checkp
 
 
 def test_missing_checkpoint_is_a_one_line_error(workdir):
-    result = run_module("vae_zoo.evaluate", [f"ckpt_path={workdir / 'nowhere.ckpt'}", "data.eval_batch_size=8"], workdir)
+    result = run_module(
+        "vae_zoo.evaluate", [f"ckpt_path={workdir / 'nowhere.ckpt'}", "data.eval_batch_size=8"], workdir
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: No checkpoint at") and "nowhere.ckpt" in lines[0]
@@ -235,9 +247,14 @@ def test_vq_vae_gets_codebook_and_reconstruction_metrics_and_skips_gaussian_ones
 def test_a_metric_of_your_own_through_config_alone(sweep, tmp_path):
     """A user adds a metric with one config entry (and trusts their module); one that does not
     apply says why in one line; a listed metric set to null is gone from the report."""
-    overrides = ["evaluate.fid=false", "evaluate.disentanglement=false", "metrics.nll=null",
-                 "+metrics.mean_intensity={_target_: custom_metrics.MeanIntensity}",
-                 "+metrics.colour={_target_: custom_metrics.NeedsLabelsItHasNot}", "trusted_targets=[custom_metrics]"]
+    overrides = [
+        "evaluate.fid=false",
+        "evaluate.disentanglement=false",
+        "metrics.nll=null",
+        "+metrics.mean_intensity={_target_: custom_metrics.MeanIntensity}",
+        "+metrics.colour={_target_: custom_metrics.NeedsLabelsItHasNot}",
+        "trusted_targets=[custom_metrics]",
+    ]
     report = evaluate(compose_run_config(sweep / "0", overrides, output_dir=tmp_path))
     cfg = compose_config(["model=beta_vae", *ONE_EPOCH])  # the run's own data, built another way
     from hydra.utils import instantiate

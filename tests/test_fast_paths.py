@@ -10,11 +10,12 @@ import lightning as L
 import pytest
 import torch
 
-from conftest import TINY_SPRITES
 from vae_zoo.config import compose_config
 from vae_zoo.errors import ConfigError
 from vae_zoo.experiment import build, train
 from vae_zoo.models.base import ELBOModule
+
+from conftest import TINY_SPRITES
 
 RUN = [*TINY_SPRITES, "test=false"]  # 8 training steps per epoch, 2 epochs
 
@@ -54,14 +55,22 @@ def test_self_log_only_on_steps_that_reach_the_logger_leaves_every_row_as_it_was
     args = [*RUN, "trainer.log_every_n_steps=3"]
     calls = []
     original = ELBOModule._log_terms
-    monkeypatch.setattr(ELBOModule, "_log_terms", lambda self, *a, **k: (calls.append(self.global_step), original(self, *a, **k)))
+    monkeypatch.setattr(
+        ELBOModule, "_log_terms", lambda self, *a, **k: (calls.append(self.global_step), original(self, *a, **k))
+    )
     gated = train(compose_config(args, output_dir=tmp_path / "gated"))
     # logging steps 2, 5, 8, 11, 14 and each epoch's last batch (7, 15): 7 of the 16 steps
     assert calls == [2, 5, 7, 8, 11, 14, 15]
     monkeypatch.setattr(ELBOModule, "step_reaches_logger", lambda self: True)  # log every step, as before
     every = train(compose_config(args, output_dir=tmp_path / "every"))
     assert metrics_rows(tmp_path / "gated") == metrics_rows(tmp_path / "every")
-    assert {row["step"] for row in metrics_rows(tmp_path / "gated") if row.get("train/loss")} == {"2", "5", "8", "11", "14"}
+    assert {row["step"] for row in metrics_rows(tmp_path / "gated") if row.get("train/loss")} == {
+        "2",
+        "5",
+        "8",
+        "11",
+        "14",
+    }
     # the final metrics a sweep reads still end with the last step's training terms
     assert gated.metrics == every.metrics and "train/loss" in gated.metrics
 
@@ -73,7 +82,12 @@ def test_a_run_shorter_than_the_logging_interval_still_reports_its_training_loss
 
 def test_the_clip_holds_the_norm_the_optimizer_sees_and_the_log_shows_the_norm_before_it(tmp_path):
     clip = 0.5
-    clipped = train(compose_config([*RUN, *CLOCK, f"trainer.gradient_clip_val={clip}", "trainer.log_every_n_steps=1"], output_dir=tmp_path / "a"))
+    clipped = train(
+        compose_config(
+            [*RUN, *CLOCK, f"trainer.gradient_clip_val={clip}", "trainer.log_every_n_steps=1"],
+            output_dir=tmp_path / "a",
+        )
+    )
     logged = [float(row["train/grad_norm"]) for row in metrics_rows(tmp_path / "a") if row.get("train/grad_norm")]
     assert len(logged) == 16 and min(logged) > clip  # these gradients are all larger than the clip
     assert clock(clipped).norms == pytest.approx([clip] * 16, rel=1e-4)
@@ -109,14 +123,18 @@ def test_an_optimizer_without_a_fused_kernel_gets_the_fix(tmp_path):
     cfg = compose_config([*RUN, "model.optimizer._target_=torch.optim.RMSprop"], output_dir=tmp_path)
     with pytest.raises(ConfigError, match=r"~model.optimizer.fused"):
         build(cfg).model.configure_optimizers()
-    cfg = compose_config([*RUN, "model.optimizer._target_=torch.optim.RMSprop", "~model.optimizer.fused"], output_dir=tmp_path)
+    cfg = compose_config(
+        [*RUN, "model.optimizer._target_=torch.optim.RMSprop", "~model.optimizer.fused"], output_dir=tmp_path
+    )
     assert isinstance(build(cfg).model.configure_optimizers(), torch.optim.RMSprop)
 
 
 def test_channels_last_keeps_the_results_and_stores_conv_weights_nhwc(tmp_path):
     args = [*RUN, "trainer.max_epochs=1"]
     nhwc = train(compose_config(args, output_dir=tmp_path / "nhwc"))  # the default
-    conv = next(m for m in nhwc.experiment.model.encoder.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+    conv = next(
+        m for m in nhwc.experiment.model.encoder.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1
+    )
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
     nchw = train(compose_config([*args, "channels_last=false"], output_dir=tmp_path / "nchw"))
     assert nhwc.metrics["val/elbo"] == pytest.approx(nchw.metrics["val/elbo"], rel=1e-4)  # float rounding only
@@ -124,11 +142,17 @@ def test_channels_last_keeps_the_results_and_stores_conv_weights_nhwc(tmp_path):
 
 def test_gpu_flags_run_on_the_cpu(tmp_path):
     with pytest.warns(UserWarning, match="data.on_device=true is ignored"):
-        result = train(compose_config([*RUN, "trainer.max_epochs=1", "data.on_device=true", "trainer.precision=bf16-mixed"],
-                                      output_dir=tmp_path / "a"))
+        result = train(
+            compose_config(
+                [*RUN, "trainer.max_epochs=1", "data.on_device=true", "trainer.precision=bf16-mixed"],
+                output_dir=tmp_path / "a",
+            )
+        )
     assert torch.isfinite(torch.tensor(result.metrics["val/elbo"]))
     mlp = [arg for arg in RUN if not arg.startswith("model.encoder.")] + ["net=mlp", "model.encoder.hidden=[32]"]
-    train(compose_config([*mlp, "trainer.max_epochs=1", "channels_last=true"], output_dir=tmp_path / "b"))  # no conv: nothing to convert
+    train(
+        compose_config([*mlp, "trainer.max_epochs=1", "channels_last=true"], output_dir=tmp_path / "b")
+    )  # no conv: nothing to convert
 
 
 KEEP_OR_NOT = """
@@ -153,8 +177,12 @@ def test_keeping_freed_memory_stops_each_step_from_page_faulting_its_buffers_in_
     import subprocess
     import sys
 
-    faults = {mode: int(subprocess.run([sys.executable, "-c", KEEP_OR_NOT, mode], capture_output=True, text=True, check=True).stdout)
-              for mode in ("keep", "default")}
+    faults = {
+        mode: int(
+            subprocess.run([sys.executable, "-c", KEEP_OR_NOT, mode], capture_output=True, text=True, check=True).stdout
+        )
+        for mode in ("keep", "default")
+    }
     assert faults["default"] >= 8 * 16 * 2048  # every 8 MB buffer of every step mapped afresh, 4 KiB pages
     assert faults["keep"] <= 2048  # reused (at most one buffer mapped again)
 
@@ -164,8 +192,14 @@ def test_the_progress_bar_updates_when_a_redraw_is_due_and_at_each_epochs_last_b
 
     updates = []
     original = RichProgressBar.on_train_batch_end
-    monkeypatch.setattr(RichProgressBar, "on_train_batch_end",
-                        lambda self, trainer, *args: (updates.append((trainer.current_epoch, args[-1])), original(self, trainer, *args)))
+    monkeypatch.setattr(
+        RichProgressBar,
+        "on_train_batch_end",
+        lambda self, trainer, *args: (
+            updates.append((trainer.current_epoch, args[-1])),
+            original(self, trainer, *args),
+        ),
+    )
     args = [arg for arg in RUN if arg != "callbacks.progress_bar=null"] + ["callbacks.progress_bar.refresh_rate=1"]
     train(compose_config(args, output_dir=tmp_path))
     assert (0, 0) in updates and (0, 7) in updates and (1, 7) in updates  # first batch, each epoch's last
@@ -184,6 +218,12 @@ def test_a_runs_cpu_settings_flush_denormals_when_it_says_so():
     import subprocess
     import sys
 
-    out = {mode: float(subprocess.run([sys.executable, "-c", FLUSH_OR_NOT, mode], capture_output=True, text=True, check=True).stdout)
-           for mode in ("on", "off")}
+    out = {
+        mode: float(
+            subprocess.run(
+                [sys.executable, "-c", FLUSH_OR_NOT, mode], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for mode in ("on", "off")
+    }
     assert out["off"] > 0 and out["on"] == 0.0

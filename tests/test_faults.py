@@ -21,14 +21,22 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import TINY_SPRITES, run_cli
 from vae_zoo.checkpointing import load_checkpoint
-from vae_zoo.run_folder import atomic_write
 from vae_zoo.config import compose_config
-from vae_zoo.errors import CheckpointError, ConfigError, NonFiniteLossError, Preempted, RunFolderError, UntrustedFileError
+from vae_zoo.errors import (
+    CheckpointError,
+    ConfigError,
+    NonFiniteLossError,
+    Preempted,
+    RunFolderError,
+    UntrustedFileError,
+)
 from vae_zoo.evaluation import evaluate, write_samples
-from vae_zoo.run_config import compose_run_config
 from vae_zoo.experiment import build, print_summary, train
+from vae_zoo.run_config import compose_run_config
+from vae_zoo.run_folder import atomic_write
+
+from conftest import TINY_SPRITES, run_cli
 
 TESTS = Path(__file__).resolve().parent
 STEPS_PER_EPOCH = 8  # TINY_DATA: 256 training images in batches of 32
@@ -48,7 +56,11 @@ class Payload:
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Relative path -> SHA-256 of every file under ``folder``."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def metrics_rows(run: Path) -> list[dict[str, str]]:
@@ -66,9 +78,19 @@ def validation_epochs(run: Path) -> list[int]:
 
 def start_train(args: list[str], cwd: Path) -> subprocess.Popen:
     """``python -m vae_zoo.train`` in the background, as a scheduler would start it."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-m", "vae_zoo.train", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "vae_zoo.train", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_for(condition, timeout: float = 120.0, poll: float = 0.01) -> None:
@@ -113,17 +135,28 @@ def test_a_checkpoint_whose_pickle_runs_code_is_refused_everywhere(trained_run, 
     with pytest.raises(UntrustedFileError, match="posix.system"):
         load_checkpoint(last)
     with pytest.raises(UntrustedFileError, match="posix.system"):
-        evaluate(compose_run_config(last, ["evaluate.fid=false", "evaluate.num_importance_samples=2"], output_dir=tmp_path / "eval"))
+        evaluate(
+            compose_run_config(
+                last, ["evaluate.fid=false", "evaluate.num_importance_samples=2"], output_dir=tmp_path / "eval"
+            )
+        )
     with pytest.raises(UntrustedFileError, match="posix.system"):
-        write_samples(compose_run_config(last, ["num_samples=4"], output_dir=tmp_path / "samples", config_name="sample"))
+        write_samples(
+            compose_run_config(last, ["num_samples=4"], output_dir=tmp_path / "samples", config_name="sample")
+        )
     monkeypatch.setenv("WANDB_MODE", "offline")
     with pytest.raises(UntrustedFileError, match="posix.system"):
         train(compose_config([*TINY_SPRITES, "logger=wandb", f"ckpt_path={last}"], output_dir=tmp_path / "resumed"))
     assert not marker.exists()
 
     # what the user sees on the command line: one line, no traceback, nothing run
-    result = subprocess.run([sys.executable, "-m", "vae_zoo.evaluate", f"ckpt_path={last}", "evaluate.fid=false"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "vae_zoo.evaluate", f"ckpt_path={last}", "evaluate.fid=false"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     message = " ".join(result.stderr.split())
     assert result.returncode == 2 and "error:" in message and "posix.system" in message and "would run code" in message
     assert "Traceback" not in result.stderr
@@ -145,13 +178,18 @@ def test_a_run_config_naming_an_untrusted_target_is_refused(trained_run, tmp_pat
     torch.save({"x": Payload(marker)}, evil)
     config = OmegaConf.load(run / "config.yaml")
     node = OmegaConf.to_container(OmegaConf.create(UNTRUSTED[key]))
-    node = {k: (v.format(evil=evil, marker=marker) if isinstance(v, str) and k != "_target_" else v) for k, v in node.items()}
+    node = {
+        k: (v.format(evil=evil, marker=marker) if isinstance(v, str) and k != "_target_" else v)
+        for k, v in node.items()
+    }
     if "args" in node:
         node["args"] = [a.format(marker=marker) for a in node["args"]]
     OmegaConf.update(config, key, node, merge=False, force_add=True)
     OmegaConf.save(config, run / "config.yaml")
-    for entry in (lambda: evaluate(compose_run_config(run, ["evaluate.fid=false"], output_dir=tmp_path / "eval")),
-                  lambda: write_samples(compose_run_config(run, [], output_dir=tmp_path / "samples", config_name="sample"))):
+    for entry in (
+        lambda: evaluate(compose_run_config(run, ["evaluate.fid=false"], output_dir=tmp_path / "eval")),
+        lambda: write_samples(compose_run_config(run, [], output_dir=tmp_path / "samples", config_name="sample")),
+    ):
         with pytest.raises(UntrustedFileError) as refused:
             entry()
         message = str(refused.value)
@@ -167,8 +205,14 @@ def test_a_run_config_naming_an_untrusted_target_is_refused(trained_run, tmp_pat
 
 HOSTILE_FOLDERS = {
     # what a crafted run folder adds -> what the refusal names
-    "hydra callbacks": ({"hydra": {"callbacks": {"x": {"_target_": "torch.load", "f": "{evil}", "weights_only": False}}}}, "top-level 'hydra' node"),
-    "a hidden target": ({"payload": "{{_target_: torch.load, f: {evil}, weights_only: false}}", "extra": "${{oc.create:${{payload}}}}"}, "the interpolation"),
+    "hydra callbacks": (
+        {"hydra": {"callbacks": {"x": {"_target_": "torch.load", "f": "{evil}", "weights_only": False}}}},
+        "top-level 'hydra' node",
+    ),
+    "a hidden target": (
+        {"payload": "{{_target_: torch.load, f: {evil}, weights_only: false}}", "extra": "${{oc.create:${{payload}}}}"},
+        "the interpolation",
+    ),
     "a secret copied": ({"note": "${{oc.env:HOME}}"}, "the interpolation note="),
     "inception weights": ({"feature_extractor": {"weights_path": "{evil}"}, "data": {"channels": 1}}, "posix.system"),
 }
@@ -191,9 +235,20 @@ def test_a_run_folder_that_would_act_before_or_around_the_check_is_refused(train
         (run / "config.yaml").write_text(OmegaConf.to_yaml(merged))
     else:
         (run / "config.yaml").write_text(config + text)
-    result = subprocess.run([sys.executable, "-m", "vae_zoo.evaluate", f"ckpt_path={run}", "evaluate.num_importance_samples=2",
-                             "evaluate.fid=true" if case == "inception weights" else "evaluate.fid=false"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vae_zoo.evaluate",
+            f"ckpt_path={run}",
+            "evaluate.num_importance_samples=2",
+            "evaluate.fid=true" if case == "inception weights" else "evaluate.fid=false",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     message = " ".join(result.stderr.split())
     assert result.returncode == 2 and named in message, message[-2000:]
     assert not marker.exists() and "Traceback" not in result.stderr
@@ -220,31 +275,45 @@ def test_the_user_can_trust_a_target_of_their_own(trained_run, tmp_path):
         evaluate(compose_run_config(run, overrides, output_dir=tmp_path / "eval"))
     package = tmp_path / "user"
     package.mkdir()
-    (package / "vae_zoo_user_schedules.py").write_text("from vae_zoo.schedules import KLSchedule\n\nclass Constant(KLSchedule):\n    pass\n")
+    (package / "vae_zoo_user_schedules.py").write_text(
+        "from vae_zoo.schedules import KLSchedule\n\nclass Constant(KLSchedule):\n    pass\n"
+    )
     sys.path.insert(0, str(package))
     try:
-        report = evaluate(compose_run_config(run, [*overrides, "trusted_targets=[vae_zoo_user_schedules]"], output_dir=tmp_path / "eval"))
+        report = evaluate(
+            compose_run_config(
+                run, [*overrides, "trusted_targets=[vae_zoo_user_schedules]"], output_dir=tmp_path / "eval"
+            )
+        )
     finally:
         sys.path.remove(str(package))
     assert report.metrics["elbo"]["value"] < 0
 
 
 # ------------------------------------------------------------------ resume keeps everything
+@pytest.mark.slow
 def test_kill_9_at_random_moments_then_resume_loses_nothing(tmp_path):
     """Four kill -9s (two at random moments, two in the middle of writing a checkpoint), each
     followed by the SLURM requeue command (same folder, ckpt_path=last), then a run to the end."""
     epochs = 5
     run = tmp_path / "run"
-    args = [*TINY_SPRITES, *LOGGED_EVERY_STEP, f"trainer.max_epochs={epochs}", f"hydra.run.dir={run}", "ckpt_path=last",
-            "trainer.plugins=[{_target_: fault_injection.SlowCheckpointIO}]", "trusted_targets=[fault_injection]"]
+    args = [
+        *TINY_SPRITES,
+        *LOGGED_EVERY_STEP,
+        f"trainer.max_epochs={epochs}",
+        f"hydra.run.dir={run}",
+        "ckpt_path=last",
+        "trainer.plugins=[{_target_: fault_injection.SlowCheckpointIO}]",
+        "trusted_targets=[fault_injection]",
+    ]
     chance = random.Random(0)
     for kill in ("random", "mid-save", "random", "mid-save"):
         process = start_train(args, tmp_path)
-        wait_for(lambda: holds_lock(run) or process.poll() is not None)
+        wait_for(lambda: holds_lock(run) or process.poll() is not None)  # noqa: B023 (called at once, in this iteration)
         if kill == "random":
             time.sleep(chance.uniform(0.5, 4.0))
         else:
-            wait_for(lambda: any((run / "checkpoints").glob(".*.tmp-*")) or process.poll() is not None, poll=0.002)
+            wait_for(lambda: any((run / "checkpoints").glob(".*.tmp-*")) or process.poll() is not None, poll=0.002)  # noqa: B023
             time.sleep(chance.uniform(0.0, 0.2))
         assert process.poll() is None, process.communicate()[0][-3000:]  # it was still running when killed
         process.send_signal(signal.SIGKILL)
@@ -264,6 +333,7 @@ def test_kill_9_at_random_moments_then_resume_loses_nothing(tmp_path):
     assert (run / "config.yaml").is_file() and (run / ".hydra" / "overrides.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_sigterm_resume_sigterm_resume_restores_the_newest_step_and_a_second_process_is_refused(tmp_path):
     run = tmp_path / "run"
     args = [*TINY_SPRITES, *LOGGED_EVERY_STEP, "trainer.max_epochs=1000", f"hydra.run.dir={run}", "ckpt_path=last"]
@@ -271,13 +341,19 @@ def test_sigterm_resume_sigterm_resume_restores_the_newest_step_and_a_second_pro
     for segment in range(2):
         process = start_train(args, tmp_path)
         previous = load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] if saved_steps else -1
-        wait_for(lambda: (run / "checkpoints" / "last.ckpt").is_file()
-                 and load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] > previous or process.poll() is not None, poll=0.2)
+
+        def saved_a_newer_checkpoint(previous=previous, process=process) -> bool:
+            last = run / "checkpoints" / "last.ckpt"
+            return last.is_file() and load_checkpoint(last)["global_step"] > previous or process.poll() is not None
+
+        wait_for(saved_a_newer_checkpoint, poll=0.2)
         if segment == 0:  # a second process on the same folder while the first trains
             before = snapshot(run / "checkpoints")
             second = run_cli([*TINY_SPRITES, f"hydra.run.dir={run}", "ckpt_path=last"], cwd=tmp_path)
             message = " ".join(second.stderr.split())
-            assert second.returncode == 2 and f"in use by another vae_zoo process (pid {process.pid}" in message, message
+            assert second.returncode == 2 and f"in use by another vae_zoo process (pid {process.pid}" in message, (
+                message
+            )
             assert "Traceback" not in second.stderr
         time.sleep(0.5)
         process.send_signal(signal.SIGTERM)
@@ -292,16 +368,26 @@ def test_sigterm_resume_sigterm_resume_restores_the_newest_step_and_a_second_pro
         if segment == 0:
             assert snapshot(run / "checkpoints") != before  # the first process kept on working
     finish = saved_steps[-1] // STEPS_PER_EPOCH + 2
-    result = run_cli([*TINY_SPRITES, *LOGGED_EVERY_STEP, f"trainer.max_epochs={finish}", f"hydra.run.dir={run}", "ckpt_path=last"], cwd=tmp_path)
+    result = run_cli(
+        [*TINY_SPRITES, *LOGGED_EVERY_STEP, f"trainer.max_epochs={finish}", f"hydra.run.dir={run}", "ckpt_path=last"],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Resuming from step {saved_steps[-1]}" in result.stderr + result.stdout
     assert training_steps(run) == list(range(finish * STEPS_PER_EPOCH))
     assert validation_epochs(run) == list(range(finish))
-    assert sorted(p.name for p in (run / "checkpoints").glob("*.ckpt") if not p.name.startswith("best-")) == ["last.ckpt"]
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.ckpt") if not p.name.startswith("best-")) == [
+        "last.ckpt"
+    ]
 
 
 def test_sigusr1_saves_the_step_it_stopped_at_and_asks_to_be_requeued(tmp_path):
-    overrides = [*TINY_SPRITES, *LOGGED_EVERY_STEP, "trainer.max_epochs=3", "+callbacks.usr1={_target_: fault_injection.SignalAtStep, step: 11}"]
+    overrides = [
+        *TINY_SPRITES,
+        *LOGGED_EVERY_STEP,
+        "trainer.max_epochs=3",
+        "+callbacks.usr1={_target_: fault_injection.SignalAtStep, step: 11}",
+    ]
     with pytest.raises(Preempted) as stopped:
         train(compose_config(overrides, output_dir=tmp_path))
     assert stopped.value.exit_code == 128 + signal.SIGUSR1 and stopped.value.step == 12  # after step 11 ran
@@ -310,22 +396,34 @@ def test_sigusr1_saves_the_step_it_stopped_at_and_asks_to_be_requeued(tmp_path):
     assert training_steps(tmp_path) == list(range(3 * STEPS_PER_EPOCH))
 
 
+@pytest.mark.slow
 def test_a_resume_with_a_mismatched_config_leaves_the_run_folder_byte_identical(tmp_path):
     run = tmp_path / "run"
     result = run_cli([*TINY_SPRITES, "trainer.max_epochs=1", f"hydra.run.dir={run}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     before = snapshot(run)
     assert {"config.yaml", ".hydra/config.yaml", "csv/metrics.csv", "checkpoints/last.ckpt"} <= set(before)
-    result = run_cli([*TINY_SPRITES, "trainer.max_epochs=2", "model.latent_dim=6", f"hydra.run.dir={run}", "ckpt_path=last"], cwd=tmp_path)
+    result = run_cli(
+        [*TINY_SPRITES, "trainer.max_epochs=2", "model.latent_dim=6", f"hydra.run.dir={run}", "ckpt_path=last"],
+        cwd=tmp_path,
+    )
     message = " ".join(result.stderr.split())
     assert result.returncode == 2, result.stderr[-3000:]
-    assert "does not fit the model" in message and "model.latent_dim: 4 -> 6" in message and "(8, 32) in the checkpoint" in message
+    assert (
+        "does not fit the model" in message
+        and "model.latent_dim: 4 -> 6" in message
+        and "(8, 32) in the checkpoint" in message
+    )
     assert snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_continuing_a_run_folder_uses_its_own_config_and_refuses_what_would_be_ignored(tmp_path):
     run = tmp_path / "run"
-    first = run_cli([*TINY_SPRITES, "model.latent_dim=6", "kl_schedule=warmup", "trainer.max_epochs=1", f"hydra.run.dir={run}"], cwd=tmp_path)
+    first = run_cli(
+        [*TINY_SPRITES, "model.latent_dim=6", "kl_schedule=warmup", "trainer.max_epochs=1", f"hydra.run.dir={run}"],
+        cwd=tmp_path,
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     # the SLURM requeue command with none of the original overrides: the run's own config is used
     result = run_cli([f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_epochs=2"], cwd=tmp_path)
@@ -386,14 +484,20 @@ def test_resuming_into_a_new_folder_starts_its_history_with_the_original(trained
 # ------------------------------------------------------------------ NaN, bad input, full disk
 def test_a_nan_at_a_known_step_is_reported_at_that_step_and_never_checkpointed(tmp_path):
     # step 11 is in epoch 1: epoch 0's checkpoints (step 8) exist and must stay the last ones
-    overrides = [*TINY_SPRITES, "trainer.max_epochs=3", "+callbacks.nan={_target_: fault_injection.NaNAtStep, step: 11}"]
+    overrides = [
+        *TINY_SPRITES,
+        "trainer.max_epochs=3",
+        "+callbacks.nan={_target_: fault_injection.NaNAtStep, step: 11}",
+    ]
     with pytest.raises(NonFiniteLossError, match="at step 11 ") as error:
         train(compose_config(overrides, output_dir=tmp_path))
     assert "noticed at step 16" in str(error.value)  # before epoch 1's validation
     for path in (tmp_path / "checkpoints").glob("*.ckpt"):
         checkpoint = load_checkpoint(path)
         assert checkpoint["global_step"] == STEPS_PER_EPOCH
-        assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values() if value.is_floating_point())
+        assert all(
+            torch.isfinite(value).all() for value in checkpoint["state_dict"].values() if value.is_floating_point()
+        )
     assert "nan" not in " ".join(p.name for p in (tmp_path / "checkpoints").iterdir())
 
 
@@ -442,13 +546,17 @@ def test_an_empty_or_corrupt_checkpoint_is_one_clear_error(tmp_path, content):
         load_checkpoint(path)
 
 
+@pytest.mark.slow
 def test_a_run_made_before_new_defaults_continues_as_it_was_made(tmp_path):
     """A run folder from an older vae_zoo lacks settings added since (here: the sprites'
     sprite_size and the warm-up length, whose defaults are not what the run was built with).
     Continuing it must not pull today's defaults in: those settings are left out, the classes'
     own defaults apply, as when the run was made; a value given on the command line still counts."""
     run = tmp_path / "run"
-    first = run_cli([*TINY_SPRITES, *LOGGED_EVERY_STEP, "kl_schedule=constant", "trainer.max_epochs=1", f"hydra.run.dir={run}"], cwd=tmp_path)
+    first = run_cli(
+        [*TINY_SPRITES, *LOGGED_EVERY_STEP, "kl_schedule=constant", "trainer.max_epochs=1", f"hydra.run.dir={run}"],
+        cwd=tmp_path,
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     old = OmegaConf.load(run / "config.yaml")  # as an older vae_zoo wrote it
     del old.data["sprite_size"]
@@ -458,8 +566,12 @@ def test_a_run_made_before_new_defaults_continues_as_it_was_made(tmp_path):
     assert "without data.sprite_size" in result.stdout
     config = OmegaConf.load(run / "config.yaml")
     assert "sprite_size" not in config.data and "warmup_steps" not in config.model.kl_schedule
-    betas = [float(row["train/beta"]) for row in csv.DictReader(open(run / "csv" / "metrics.csv")) if row.get("train/beta")]
+    betas = [
+        float(row["train/beta"]) for row in csv.DictReader(open(run / "csv" / "metrics.csv")) if row.get("train/beta")
+    ]
     assert betas and set(betas) == {1.0}  # still constant β: today's default warm-up did not come in
-    again = run_cli([f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_epochs=3", "data.sprite_size=1.5"], cwd=tmp_path)
+    again = run_cli(
+        [f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_epochs=3", "data.sprite_size=1.5"], cwd=tmp_path
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert OmegaConf.load(run / "config.yaml").data.sprite_size == 1.5

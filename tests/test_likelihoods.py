@@ -75,5 +75,8 @@ def test_log_prob_is_per_example_not_per_pixel():
     # and the magnitude is that of a sum over 36 pixels: mean per-pixel NLL * 36
     per_pixel = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
     torch.testing.assert_close(-single, per_pixel.mean(dim=(1, 2, 3)) * 36)
-    assert math.isclose(Gaussian(sigma=1.0).log_prob(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)).item(),
-                        -4 * 0.5 * math.log(2 * math.pi), rel_tol=1e-6)
+    assert math.isclose(
+        Gaussian(sigma=1.0).log_prob(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)).item(),
+        -4 * 0.5 * math.log(2 * math.pi),
+        rel_tol=1e-6,
+    )

@@ -33,7 +33,9 @@ def test_file_logger_writes_every_picture_and_the_kl_per_dimension(tmp_path):
         for epoch in (0, 1):
             assert Image.open(folder / "images" / f"{name}_epoch{epoch:04d}.png").size[0] > 32
     # pictures that do not apply to an unconditional Gaussian VAE are not made
-    assert not list((folder / "images").glob("class_conditional_*")) and not list((folder / "images").glob("codebook_usage_*"))
+    assert not list((folder / "images").glob("class_conditional_*")) and not list(
+        (folder / "images").glob("codebook_usage_*")
+    )
     traversal = Image.open(folder / "images" / "traversals_epoch0001.png")
     assert traversal.size == (9 * 34 + 2, 4 * 34 + 2)  # 4 latent dims (rows) x 9 values, 32 px
     rows = [row for row in csv.DictReader(open(folder / "csv" / "metrics.csv")) if row.get("val/kl")]
@@ -110,7 +112,11 @@ def test_many_loggers_at_once_and_offline_fallback_without_credentials(tmp_path)
 
 def test_each_job_of_a_multirun_gets_its_own_wandb_run(tmp_path):
     env = {**env_without_wandb_key(tmp_path, WANDB_MODE="offline"), "VAE_ZOO_LOG_DIR": str(tmp_path / "logs")}
-    result = run_cli(["-m", *TINY_SPRITES, "logger=wandb", "trainer.max_epochs=1", "model.beta=1,4", "model=beta_vae"], cwd=tmp_path, env=env)
+    result = run_cli(
+        ["-m", *TINY_SPRITES, "logger=wandb", "trainer.max_epochs=1", "model.beta=1,4", "model=beta_vae"],
+        cwd=tmp_path,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     [sweep] = (tmp_path / "logs" / "train" / "multiruns").iterdir()
     runs = [run_info(wandb_records(sweep / job)) for job in ("0", "1")]

@@ -2,8 +2,8 @@
 
 import numpy as np
 import torch
-
 from test_models import make_vae
+
 from vae_zoo.metrics import active_units, posterior_mean_variance
 
 

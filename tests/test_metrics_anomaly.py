@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
-
 from test_metrics_likelihood import analytic_elbo, linear_gaussian_vae, sample_data, set_imperfect_encoder
+
 from vae_zoo.metrics import negative_elbo_scores, ood_detection_scores
 
 

@@ -157,7 +157,7 @@ def test_conditional_model_is_scored_with_its_condition():
     labels = torch.arange(30) % num_classes
     condition = model.encode_labels(labels).double()
     class_means = condition @ weight[:, LATENT:].T + bias
-    x = (class_means + 0.3 * torch.randn(30, D, generator=torch.Generator().manual_seed(10), dtype=torch.float64))
+    x = class_means + 0.3 * torch.randn(30, D, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
     x = x.reshape(30, 1, 2, 2)
     weight_z = weight[:, :LATENT]
     covariance = weight_z @ weight_z.T + SIGMA**2 * torch.eye(D, dtype=torch.float64)
@@ -196,11 +196,17 @@ def estimator_before_the_refactor(model, x, condition=None, num_samples=1000, ch
     log_sum_weights = torch.full((batch,), -math.inf, dtype=x.dtype, device=x.device)
     for start in range(0, num_samples, chunk_size):
         chunk = min(chunk_size, num_samples - start)
-        noise = torch.stack([torch.randn(mu.shape, generator=generator, dtype=x.dtype, device=x.device) for _ in range(chunk)])
+        noise = torch.stack(
+            [torch.randn(mu.shape, generator=generator, dtype=x.dtype, device=x.device) for _ in range(chunk)]
+        )
         z = mu + std * noise
         log_q = -0.5 * (noise.pow(2) + logvar + log_2pi).sum(dim=-1)
         log_prior = -0.5 * (z.pow(2) + log_2pi).sum(dim=-1)
-        flat_condition = None if condition is None else condition.unsqueeze(0).expand(chunk, *condition.shape).reshape(chunk * batch, -1)
+        flat_condition = (
+            None
+            if condition is None
+            else condition.unsqueeze(0).expand(chunk, *condition.shape).reshape(chunk * batch, -1)
+        )
         x_params = model.decode(z.reshape(chunk * batch, -1), flat_condition)
         repeated = x.unsqueeze(0).expand(chunk, *x.shape).reshape(chunk * batch, *x.shape[1:])
         log_px_z = model.likelihood.log_prob(repeated, x_params).reshape(chunk, batch)

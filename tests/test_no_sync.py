@@ -5,8 +5,8 @@ import sys
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
-
 from test_models import make_vae
+
 from vae_zoo.data import SpritesDataModule
 
 SYNCING = ("item", "tolist", "__bool__", "__float__", "__int__")

@@ -42,14 +42,26 @@ def tiny_parameters(data_root: Path, output_root: Path) -> dict[str, dict]:
         "02_latent_space": {**mnist, "overrides": [*TINY_MNIST, *TINY_MLP]},
         "03_anomaly_detection": {**mnist, "importance_samples": 8, "overrides": [*TINY_MNIST, *TINY_MLP]},
         "04_comparing_runs": {
-            "betas": [1, 16], "max_epochs": 1, "output_root": str(output_root),
-            "overrides": [*TINY_DATA, *TINY_NET["gaussian"], *(o for o in TINY_RUN if not o.startswith(("trainer.max_epochs", "callbacks.progress_bar")))],
+            "betas": [1, 16],
+            "max_epochs": 1,
+            "output_root": str(output_root),
+            "overrides": [
+                *TINY_DATA,
+                *TINY_NET["gaussian"],
+                *(o for o in TINY_RUN if not o.startswith(("trainer.max_epochs", "callbacks.progress_bar"))),
+            ],
         },
         "05_denoising": {**mnist, "overrides": [*TINY_MNIST, *TINY_CONV]},
     }
 
 
-PICTURES_SHOWN = {"01_quickstart": 6, "02_latent_space": 4, "03_anomaly_detection": 3, "04_comparing_runs": 4, "05_denoising": 2}
+PICTURES_SHOWN = {
+    "01_quickstart": 6,
+    "02_latent_space": 4,
+    "03_anomaly_detection": 3,
+    "04_comparing_runs": 4,
+    "05_denoising": 2,
+}
 
 
 def notebook_names() -> list[str]:
@@ -59,7 +71,9 @@ def notebook_names() -> list[str]:
 def execute(name_or_path: str | Path, tmp_path: Path, parameters: dict) -> nbformat.NotebookNode:
     source = name_or_path if isinstance(name_or_path, Path) else NOTEBOOKS / f"{name_or_path}.ipynb"
     output = tmp_path / f"{source.stem}.executed.ipynb"
-    papermill.execute_notebook(str(source), str(output), parameters=parameters, cwd=str(tmp_path), kernel_name="python3", progress_bar=False)
+    papermill.execute_notebook(
+        str(source), str(output), parameters=parameters, cwd=str(tmp_path), kernel_name="python3", progress_bar=False
+    )
     return nbformat.read(output, as_version=4)
 
 
@@ -77,13 +91,16 @@ def test_every_notebook_has_tiny_settings_and_is_stored_clean():
         code = [cell for cell in notebook.cells if cell.cell_type == "code"]
         assert all(not cell.outputs and cell.execution_count is None for cell in code), f"{name} is stored with outputs"
         tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
-        assert len(tagged) == 1 and tagged[0] is code[0], f"{name}: the first code cell must be the one tagged parameters"
+        assert len(tagged) == 1 and tagged[0] is code[0], (
+            f"{name}: the first code cell must be the one tagged parameters"
+        )
         assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# ")
         # every tiny parameter replaces one the notebook declares (papermill would add unknown ones silently)
         declared = set(papermill.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb")))
         assert set(tiny_parameters(Path("d"), Path("o"))[name]) <= declared, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", notebook_names())
 def test_notebook_runs_top_to_bottom(name, data_root, tmp_path):
     executed = execute(name, tmp_path, tiny_parameters(data_root, tmp_path / "runs")[name])
@@ -103,11 +120,24 @@ def test_a_broken_notebook_fails(data_root, tmp_path):
     cell and the error, through papermill's command line as a person would run it."""
     notebook = nbformat.read(NOTEBOOKS / "01_quickstart.ipynb", as_version=4)
     cell = next(cell for cell in notebook.cells if "from vae_zoo.config import compose_config" in cell.source)
-    cell.source = cell.source.replace("from vae_zoo.config import compose_config", "from vae_zoo.config import compose_configuration")
+    cell.source = cell.source.replace(
+        "from vae_zoo.config import compose_config", "from vae_zoo.config import compose_configuration"
+    )
     broken = tmp_path / "broken.ipynb"
     nbformat.write(notebook, broken)
     parameters = tiny_parameters(data_root, tmp_path / "runs")["01_quickstart"]
-    command = [sys.executable, "-m", "papermill", str(broken), str(tmp_path / "out.ipynb"), "--cwd", str(tmp_path), "--no-progress-bar", "-k", "python3"]
+    command = [
+        sys.executable,
+        "-m",
+        "papermill",
+        str(broken),
+        str(tmp_path / "out.ipynb"),
+        "--cwd",
+        str(tmp_path),
+        "--no-progress-bar",
+        "-k",
+        "python3",
+    ]
     for key, value in parameters.items():  # as the README runs one: -p for a value, -y (YAML, here JSON) for a list
         command += ["-p", key, str(value)] if isinstance(value, (str, int)) else ["-y", json.dumps({key: value})]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)

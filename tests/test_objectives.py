@@ -9,13 +9,14 @@ import lightning as L
 import pytest
 import torch
 
-from conftest import TINY_SPRITES
 from vae_zoo.config import compose_config
 from vae_zoo.experiment import train
 from vae_zoo.likelihoods import Bernoulli
-from vae_zoo.models import IWAE, VAE, BetaTCVAE, DIPVAE, FactorVAE
+from vae_zoo.models import DIPVAE, IWAE, VAE, BetaTCVAE, FactorVAE
 from vae_zoo.nets import MLPDecoder, MLPEncoder
 from vae_zoo.stats import standard_normal_log_prob
+
+from conftest import TINY_SPRITES
 
 TINY_MLP = dict(
     encoder=partial(MLPEncoder, hidden=(64,)),
@@ -60,7 +61,9 @@ def test_the_one_sample_bound_is_the_elbo_of_the_same_draw():
         posterior = model.encode(x)
         noise = torch.randn(posterior.mu.shape, generator=torch.Generator().manual_seed(3))
         z = posterior.mu + posterior.std * noise
-        elbo_of_draw = model.likelihood.log_prob(x, model.decode(z)) + standard_normal_log_prob(z) - posterior.log_prob(z)
+        elbo_of_draw = (
+            model.likelihood.log_prob(x, model.decode(z)) + standard_normal_log_prob(z) - posterior.log_prob(z)
+        )
     assert samples.log_weights.shape == (32, 1)
     torch.testing.assert_close(samples.log_weights[:, 0], elbo_of_draw, rtol=1e-5, atol=1e-4)
     # and its mean over draws is the ELBO with the KL in closed form (log p(x|z) sampled in both)
@@ -77,10 +80,18 @@ def test_the_bound_rises_with_k_on_a_trained_model():
     with torch.no_grad():
         per_example = {}
         for k in (1, 5, 50):
-            estimates = torch.stack([
-                torch.logsumexp(model.log_importance_weights(x, k, generator=torch.Generator().manual_seed(100 + r)).log_weights, 1) - math.log(k)
-                for r in range(20)
-            ])  # (20, B): independent estimates of L_k for each example
+            estimates = torch.stack(
+                [
+                    torch.logsumexp(
+                        model.log_importance_weights(
+                            x, k, generator=torch.Generator().manual_seed(100 + r)
+                        ).log_weights,
+                        1,
+                    )
+                    - math.log(k)
+                    for r in range(20)
+                ]
+            )  # (20, B): independent estimates of L_k for each example
             per_example[k] = estimates.mean(0)
     for low, high in ((1, 5), (5, 50)):  # paired over the same examples: the gain must beat its noise
         gain = per_example[high] - per_example[low]
@@ -139,7 +150,9 @@ def test_the_three_beta_tcvae_terms_add_up_to_log_q_minus_log_p(sampling):
 
 
 def test_beta_tcvae_reads_the_training_set_size_from_the_data(tmp_path):
-    result = train(compose_config(["model=beta_tcvae", *TINY_SPRITES, "trainer.max_epochs=1", "test=false"], output_dir=tmp_path))
+    result = train(
+        compose_config(["model=beta_tcvae", *TINY_SPRITES, "trainer.max_epochs=1", "test=false"], output_dir=tmp_path)
+    )
     assert int(result.experiment.model.dataset_size) == 256
     assert {"val/mutual_information", "val/total_correlation", "val/dimension_wise_kl"} <= set(result.metrics)
 
@@ -157,7 +170,9 @@ def test_factor_vae_steps_both_optimizers_and_clips_its_own_step(tmp_path):
     result = train(cfg)
     model = result.experiment.model
     moved = {name: not torch.equal(initial[name], p.detach()) for name, p in model.named_parameters()}
-    assert all(v for n, v in moved.items() if n.startswith("discriminator.")) and all(v for n, v in moved.items() if n.startswith("decoder."))
+    assert all(v for n, v in moved.items() if n.startswith("discriminator.")) and all(
+        v for n, v in moved.items() if n.startswith("decoder.")
+    )
     assert model.gradient_clip == (1.0e4, "norm") and result.experiment.trainer.gradient_clip_val is None
     assert {"train/tc_estimate", "train/discriminator_accuracy", "val/tc_estimate"} <= set(result.metrics)
 
@@ -165,8 +180,12 @@ def test_factor_vae_steps_both_optimizers_and_clips_its_own_step(tmp_path):
 def test_factor_vae_stopped_and_resumed_matches_an_unbroken_run(tmp_path):
     straight = train(compose_config([*FACTOR_VAE, "trainer.max_epochs=2"], output_dir=tmp_path / "straight"))
     train(compose_config([*FACTOR_VAE, "trainer.max_epochs=1"], output_dir=tmp_path / "first"))
-    resumed = train(compose_config([*FACTOR_VAE, "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"],
-                                   output_dir=tmp_path / "resumed"))
+    resumed = train(
+        compose_config(
+            [*FACTOR_VAE, "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"],
+            output_dir=tmp_path / "resumed",
+        )
+    )
     for key in ("val/elbo", "val/tc_estimate", "val/discriminator_accuracy"):
         assert resumed.metrics[key] == pytest.approx(straight.metrics[key], rel=1e-5, abs=1e-6), key
     a, b = straight.experiment.trainer.optimizers, resumed.experiment.trainer.optimizers
@@ -185,7 +204,9 @@ def test_dip_vae_penalises_the_covariance_of_q_z(dip_type):
     mu = terms.posterior.mu.detach().numpy()
     import numpy as np
 
-    covariance = np.cov(mu, rowvar=False) + (np.diag(terms.posterior.logvar.exp().mean(0).detach().numpy()) if dip_type == "ii" else 0)
+    covariance = np.cov(mu, rowvar=False) + (
+        np.diag(terms.posterior.logvar.exp().mean(0).detach().numpy()) if dip_type == "ii" else 0
+    )
     off = (covariance - np.diag(np.diag(covariance))) ** 2
     expected = terms.recon.item() + terms.kl.item() + 2.0 * off.sum() + 3.0 * ((np.diag(covariance) - 1) ** 2).sum()
     assert loss.item() == pytest.approx(expected, rel=1e-4)

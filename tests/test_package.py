@@ -37,7 +37,7 @@ def test_no_import_cycle_in_the_package():
         path.append(module)
         for other in sorted(graph[module]):
             if state.get(other) == "open":
-                cycles.append(path[path.index(other):] + [other])
+                cycles.append(path[path.index(other) :] + [other])
             elif other not in state:
                 visit(other)
         path.pop()
@@ -51,5 +51,7 @@ def test_no_import_cycle_in_the_package():
 
 def test_modules_stay_short_or_say_why():
     long = {str(path.relative_to(PACKAGE.parent)): len(path.read_text().splitlines()) for path in PACKAGE.rglob("*.py")}
-    too_long = {name: lines for name, lines in long.items() if lines > 420 and name not in LONG_MODULES}
+    # 420 lines was set for code of up to 168 columns; ruff's format at 120 columns wraps what was
+    # longer (experiment.py 400 -> 444, metrics/suite.py 377 -> 464 lines of the same code)
+    too_long = {name: lines for name, lines in long.items() if lines > 480 and name not in LONG_MODULES}
     assert not too_long, too_long

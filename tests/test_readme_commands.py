@@ -22,9 +22,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from conftest import REPO
 from vae_zoo.config import config_dir
 from vae_zoo.experiment import check_compatible, instantiate
+
+from conftest import REPO
 
 # continuing a run folder needs the folder's own config.yaml: tests/test_faults.py runs those from the CLI
 NEEDS_A_RUN_FOLDER = "hydra.run.dir="
@@ -39,7 +40,7 @@ def readme_train_commands() -> list[str]:
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split(" # ")[0].strip()
             if "python -m vae_zoo.train" in line:
-                commands.append(line[line.index("python -m vae_zoo.train"):].split("&&")[0].strip())
+                commands.append(line[line.index("python -m vae_zoo.train") :].split("&&")[0].strip())
     for inline in re.findall(r"`((?:PYTHONPATH=\S+ )?python\s+-m\s+vae_zoo\.train\s[^`]*)`", text):
         commands.append(" ".join(inline.split()))
     return sorted(set(commands))
@@ -49,7 +50,7 @@ def expand(command: str, placeholder: Path) -> tuple[list[str], list[list[str]]]
     """The PYTHONPATH entries and, for each job of the command, its overrides."""
     words = shlex.split(re.sub(r"<[^>]*>|/path/to/folder|/data\b", str(placeholder), command))
     python_path = [word.split("=", 1)[1] for word in words if word.startswith("PYTHONPATH=")]
-    args, rest = [], iter(words[words.index("vae_zoo.train") + 1:])
+    args, rest = [], iter(words[words.index("vae_zoo.train") + 1 :])
     for word in rest:
         if word == "--cfg":  # print the config instead of running: its argument (job, hydra, all) goes too
             next(rest)
@@ -82,12 +83,20 @@ def test_readme_train_command_composes_and_builds(command, tmp_path, monkeypatch
         monkeypatch.syspath_prepend(str(REPO / entry))
     for overrides in jobs:
         with initialize_config_dir(str(config_dir()), version_base="1.3"):
-            cfg = compose("train", overrides=[*overrides, f"paths.data_dir={tmp_path}", f"paths.log_dir={tmp_path}"], return_hydra_config=True)
+            cfg = compose(
+                "train",
+                overrides=[*overrides, f"paths.data_dir={tmp_path}", f"paths.log_dir={tmp_path}"],
+                return_hydra_config=True,
+            )
         datamodule = instantiate(cfg.data)
         model = instantiate(cfg.model)
         check_compatible(datamodule, model)
         if "hydra/launcher=slurm" in overrides:  # what the README says the preset does
             launcher = cfg.hydra.launcher
-            assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (cfg.trainer.num_nodes, cfg.trainer.devices, cfg.trainer.devices)
+            assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (
+                cfg.trainer.num_nodes,
+                cfg.trainer.devices,
+                cfg.trainer.devices,
+            )
     for module in [name for name in sys.modules if name == "mmd_vae"]:
         del sys.modules[module]

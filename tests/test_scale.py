@@ -12,11 +12,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY_DATA, TINY_RUN, TINY_SPRITES, make_mnist_files, run_cli, run_folders
-from data_fixtures import write_celeba, write_cifar10, write_dsprites
 from vae_zoo.checkpointing import load_checkpoint
 from vae_zoo.config import compose_config
 from vae_zoo.experiment import train
+
+from conftest import TINY_DATA, TINY_RUN, TINY_SPRITES, make_mnist_files, run_cli, run_folders
+from data_fixtures import write_celeba, write_cifar10, write_dsprites
 
 QUICK = [
     "trainer.max_epochs=1",
@@ -30,8 +31,20 @@ QUICK = [
     "callbacks.prior_samples.num_images=4",
 ]
 EXPERIMENTS = {  # tiny data sizes that fit the fixtures; everything else as published
-    "beta_vae_dsprites": ["data.num_train=64", "data.num_val=32", "data.num_test=32", "data.batch_size=16", "data.download=false"],
-    "capacity_vae_dsprites": ["data.num_train=64", "data.num_val=32", "data.num_test=32", "data.batch_size=16", "data.download=false"],
+    "beta_vae_dsprites": [
+        "data.num_train=64",
+        "data.num_val=32",
+        "data.num_test=32",
+        "data.batch_size=16",
+        "data.download=false",
+    ],
+    "capacity_vae_dsprites": [
+        "data.num_train=64",
+        "data.num_val=32",
+        "data.num_test=32",
+        "data.batch_size=16",
+        "data.download=false",
+    ],
     "vq_vae_cifar10": ["data.val_size=12", "data.batch_size=8", "data.download=false"],
     "cvae_mnist": ["data.val_size=50", "data.download=false"],
     "vae_celeba64": ["data.batch_size=4", "data.download=false"],
@@ -51,7 +64,9 @@ def data_root(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_every_experiment_config_composes_and_runs(name, data_root, tmp_path):
-    cfg = compose_config([f"experiment={name}", f"paths.data_dir={data_root}", *EXPERIMENTS[name], *QUICK], output_dir=tmp_path)
+    cfg = compose_config(
+        [f"experiment={name}", f"paths.data_dir={data_root}", *EXPERIMENTS[name], *QUICK], output_dir=tmp_path
+    )
     result = train(cfg)
     assert result.experiment.trainer.global_step == 2
     assert math.isfinite(result.metrics["val/elbo"]) and math.isfinite(result.metrics["test/elbo"])
@@ -62,7 +77,9 @@ def test_ddp_on_two_cpu_processes_from_the_cli_uses_one_folder(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = run_folders(tmp_path / "logs")  # one folder, not one per rank
     assert sorted(p.name for p in (tmp_path / "logs" / "train").iterdir()) == ["runs"]
-    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "images" / "reconstructions_epoch0000.png").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (
+        run / "images" / "reconstructions_epoch0000.png"
+    ).is_file()
     hparams = yaml.safe_load((run / "csv" / "hparams.yaml").read_text())
     assert hparams["global_batch_size"] == 2 * hparams["batch_size_per_device"] == 64
     assert "test/elbo" in result.stdout  # trained and evaluated end to end
@@ -82,7 +99,15 @@ def test_a_crashing_job_does_not_end_the_multirun(tmp_path):
 
 def test_optuna_search_returns_a_best_value(tmp_path):
     tiny_net = ["model.encoder.hidden_channels=[8,8,8]", "model.encoder.fc_features=32"]  # latent_dim is searched
-    args = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=1", *TINY_DATA, *tiny_net, *TINY_RUN, "trainer.max_epochs=1"]
+    args = [
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=1",
+        *TINY_DATA,
+        *tiny_net,
+        *TINY_RUN,
+        "trainer.max_epochs=1",
+    ]
     result = run_cli(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     [sweep] = (tmp_path / "logs" / "train" / "multiruns").iterdir()
@@ -93,7 +118,13 @@ def test_optuna_search_returns_a_best_value(tmp_path):
 
 
 def test_a_misnamed_optimized_metric_fails_clearly(tmp_path):
-    args = ["hparams_search=optuna", "hydra.sweeper.n_trials=1", "optimized_metric=val/nope", *TINY_SPRITES, "trainer.max_epochs=1"]
+    args = [
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=1",
+        "optimized_metric=val/nope",
+        *TINY_SPRITES,
+        "trainer.max_epochs=1",
+    ]
     result = run_cli(args, cwd=tmp_path)
     assert result.returncode != 0
     message = " ".join(result.stderr.split())
@@ -110,11 +141,15 @@ def test_resume_reaches_the_same_metrics_as_an_uninterrupted_run(tmp_path):
     first = train(compose_config([*overrides, "trainer.max_epochs=2"], output_dir=tmp_path / "first"))
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
     assert first.experiment.trainer.global_step == 16
-    resumed = train(compose_config([*overrides, "trainer.max_epochs=4", f"ckpt_path={last}"], output_dir=tmp_path / "resumed"))
+    resumed = train(
+        compose_config([*overrides, "trainer.max_epochs=4", f"ckpt_path={last}"], output_dir=tmp_path / "resumed")
+    )
     assert resumed.experiment.trainer.global_step == straight.experiment.trainer.global_step == 32
     for key in ("val/elbo", "val/recon", "val/kl", "val/kl_dim/0", "val/kl_dim/3"):
         assert resumed.metrics[key] == pytest.approx(straight.metrics[key], rel=1e-5, abs=1e-6), key
-    for (name, a), b in zip(straight.experiment.model.state_dict().items(), resumed.experiment.model.state_dict().values()):
+    for (name, a), b in zip(
+        straight.experiment.model.state_dict().items(), resumed.experiment.model.state_dict().values()
+    ):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 

@@ -5,8 +5,8 @@ import math
 import lightning as L
 import pytest
 import torch
-
 from test_models import make_vae
+
 from vae_zoo.data import SpritesDataModule
 from vae_zoo.errors import ConfigError
 from vae_zoo.schedules import KLSchedule

@@ -20,13 +20,19 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from conftest import TINY_SPRITES, run_cli
 from vae_zoo.errors import ConfigError
 from vae_zoo.search import OptunaSearch, distribution, load_study, search_fingerprint, search_space
 
+from conftest import TINY_SPRITES, run_cli
+
 TINY_NET = ["model.encoder.hidden_channels=[8,8,8]", "model.encoder.fc_features=32"]  # latent_dim is searched
-SEARCH = ["hparams_search=optuna", "hydra.sweeper.sampler.n_startup_trials=1",
-          *(o for o in TINY_SPRITES if not o.startswith("model.latent_dim")), *TINY_NET, "trainer.max_epochs=1"]
+SEARCH = [
+    "hparams_search=optuna",
+    "hydra.sweeper.sampler.n_startup_trials=1",
+    *(o for o in TINY_SPRITES if not o.startswith("model.latent_dim")),
+    *TINY_NET,
+    "trainer.max_epochs=1",
+]
 
 
 def journal(tmp_path: Path, study: str) -> Path:
@@ -45,14 +51,25 @@ def test_search_space_grammar_gives_optuna_distributions():
     assert distribution(parse("a=int(interval(2, 9))")) == IntDistribution(2, 9)  # Hydra: a plain interval is of floats
     assert distribution(parse("a=choice(4, 8, 16)")) == CategoricalDistribution([4, 8, 16])
     assert distribution(parse("a=range(1, 7, 2)")) == IntDistribution(1, 5, step=2)
-    space, fixed = search_space({"model.beta": "interval(1, 4.0)"}, ["data.batch_size=16", "model.latent_dim=choice(2,3)"])
+    space, fixed = search_space(
+        {"model.beta": "interval(1, 4.0)"}, ["data.batch_size=16", "model.latent_dim=choice(2,3)"]
+    )
     assert set(space) == {"model.beta", "model.latent_dim"} and fixed == {"data.batch_size": "16"}
 
 
 def test_a_study_refuses_another_search_under_its_name(tmp_path):
     storage = str(tmp_path / "study.journal")
-    settings = dict(study_name="s", storage=storage, direction="maximize", n_trials=1, n_jobs=1, sampler=None, pruner=None,
-                    params=None, max_failure_rate=0.0)
+    settings = dict(
+        study_name="s",
+        storage=storage,
+        direction="maximize",
+        n_trials=1,
+        n_jobs=1,
+        sampler=None,
+        pruner=None,
+        params=None,
+        max_failure_rate=0.0,
+    )
     space, fixed = search_space({"model.beta": "interval(1, 4.0)"}, [])
     OptunaSearch(**settings).open_study(search_fingerprint(space, fixed, "maximize"))
     OptunaSearch(**settings).open_study(search_fingerprint(space, fixed, "maximize"))  # the same search: resumes
@@ -61,9 +78,15 @@ def test_a_study_refuses_another_search_under_its_name(tmp_path):
         OptunaSearch(**settings).open_study(search_fingerprint(other, fixed, "maximize"))
 
 
+@pytest.mark.slow
 def test_two_processes_run_trials_of_one_study_in_one_journal(tmp_path):
-    command, env = search_command(tmp_path, "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=2", "trainer.max_epochs=2")
-    processes = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    command, env = search_command(
+        tmp_path, "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=2", "trainer.max_epochs=2"
+    )
+    processes = [
+        subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outputs = [process.communicate(timeout=300) for process in processes]
     assert [process.returncode for process in processes] == [0, 0], [err[-2000:] for _, err in outputs]
     trials = load_study(str(journal(tmp_path, "shared")), "shared").get_trials()
@@ -75,31 +98,46 @@ def test_two_processes_run_trials_of_one_study_in_one_journal(tmp_path):
         assert run_dir.name == str(trial.number) and (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.slow
 def test_a_killed_search_resumes_with_its_finished_trials(tmp_path):
     storage = journal(tmp_path, "resumed")
     command, env = search_command(tmp_path, "hydra.sweeper.study_name=resumed", "hydra.sweeper.n_trials=3")
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    errors = open(tmp_path / "search.err", "w")  # a file, not a pipe: a full pipe would block the search
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=errors)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:  # kill it while its second trial runs
         trials = load_study(str(storage), "resumed").get_trials() if storage.exists() else []
         if [trial.state for trial in trials] == [TrialState.COMPLETE, TrialState.RUNNING]:
             break
+        if process.poll() is not None:
+            pytest.fail(
+                f"the search ended (status {process.returncode}) before its second trial: {(tmp_path / 'search.err').read_text()[-3000:]}"
+            )
         time.sleep(0.2)
     else:
         process.kill()
         pytest.fail("the search never reached its second trial")
     process.send_signal(signal.SIGKILL)
     process.wait()
+    errors.close()
     [first, _] = load_study(str(storage), "resumed").get_trials()
 
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     trials = load_study(str(storage), "resumed").get_trials()
-    assert (trials[0].state, trials[0].value, trials[0].params) == (TrialState.COMPLETE, first.value, first.params)  # kept as it was
+    assert (trials[0].state, trials[0].value, trials[0].params) == (
+        TrialState.COMPLETE,
+        first.value,
+        first.params,
+    )  # kept as it was
     assert trials[1].state == TrialState.FAIL  # left running by the killed process
     assert [trial.state for trial in trials[2:]] == [TrialState.COMPLETE, TrialState.COMPLETE]  # 3 complete, as asked
     assert "marked failed" in result.stdout + result.stderr
-    [sweep] = [path for path in (tmp_path / "logs" / "train" / "multiruns").iterdir() if (path / "optimization_results.yaml").exists()]
+    [sweep] = [
+        path
+        for path in (tmp_path / "logs" / "train" / "multiruns").iterdir()
+        if (path / "optimization_results.yaml").exists()
+    ]
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert results["trials"] == {"complete": 3, "pruned": 0, "fail": 1}
     assert results["best_value"] == max(trial.value for trial in trials if trial.state == TrialState.COMPLETE)
@@ -107,8 +145,17 @@ def test_a_killed_search_resumes_with_its_finished_trials(tmp_path):
 
 def test_a_pruned_trial_is_recorded_as_pruned_and_its_run_folder_is_whole(tmp_path):
     # a pruner that prunes every trial whose val/elbo is below 0 nats: all of them, after the first epoch
-    result = run_cli([*SEARCH, "hydra.sweeper.study_name=pruned", "hydra.sweeper.n_trials=1", "trainer.max_epochs=3",
-                      "~hydra.sweeper.pruner", "+hydra.sweeper.pruner={_target_: optuna.pruners.ThresholdPruner, lower: 0.0}"], cwd=tmp_path)
+    result = run_cli(
+        [
+            *SEARCH,
+            "hydra.sweeper.study_name=pruned",
+            "hydra.sweeper.n_trials=1",
+            "trainer.max_epochs=3",
+            "~hydra.sweeper.pruner",
+            "+hydra.sweeper.pruner={_target_: optuna.pruners.ThresholdPruner, lower: 0.0}",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     [trial] = load_study(str(journal(tmp_path, "pruned")), "pruned").get_trials()
     assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [0]
@@ -119,5 +166,9 @@ def test_a_pruned_trial_is_recorded_as_pruned_and_its_run_folder_is_whole(tmp_pa
     assert "Pruned by the study's pruner after epoch 0" in (run_dir / "train.log").read_text()
     assert epochs  # the history of the epoch it ran
     [sweep] = (tmp_path / "logs" / "train" / "multiruns").iterdir()
-    assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["trials"] == {"complete": 0, "pruned": 1, "fail": 0}
+    assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["trials"] == {
+        "complete": 0,
+        "pruned": 1,
+        "fail": 0,
+    }
     assert optuna.__version__ >= "4"

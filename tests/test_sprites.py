@@ -103,9 +103,7 @@ def test_factor_values_match_dsprites_grids() -> None:
     expected = torch.tensor([[1.0, 0.5, 0.0, 0.0, 0.0], [3.0, 1.0, 2 * math.pi, 1.0, 1.0]])
     assert torch.equal(values, expected)
 
-    every_class = torch.stack(
-        [torch.arange(max(FACTOR_SIZES)).clamp(max=size - 1) for size in FACTOR_SIZES], dim=1
-    )
+    every_class = torch.stack([torch.arange(max(FACTOR_SIZES)).clamp(max=size - 1) for size in FACTOR_SIZES], dim=1)
     values = factor_values(every_class)
     assert torch.equal(values[:3, SHAPE], torch.tensor([1.0, 2.0, 3.0]))
     assert torch.equal(values[:6, SCALE], torch.linspace(0.5, 1.0, 6))

@@ -5,12 +5,13 @@ from functools import partial
 import pytest
 import torch
 
-from conftest import make_mnist_files
 from vae_zoo.data import MNISTDataModule
 from vae_zoo.likelihoods import Bernoulli
 from vae_zoo.models import VAE, BetaVAE, ConditionalVAE
 from vae_zoo.nets import MLPDecoder, MLPEncoder
 from vae_zoo.schedules import KLSchedule
+
+from conftest import make_mnist_files
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from vae_zoo.models import VQVAE
 from vae_zoo.nets import ConvGridDecoder, ConvGridEncoder
 from vae_zoo.quantizers import VectorQuantizer
 
-
 CENTRES = torch.randn(8, 4, generator=torch.Generator().manual_seed(0)) * 5
 
 
@@ -124,7 +123,9 @@ def free_port() -> int:
 
 def make_quantizer(restart: bool) -> VectorQuantizer:
     torch.manual_seed(0)
-    return VectorQuantizer(num_codes=16, code_dim=4, decay=0.8, restart_dead_codes=restart, dead_code_threshold=2.0).train()
+    return VectorQuantizer(
+        num_codes=16, code_dim=4, decay=0.8, restart_dead_codes=restart, dead_code_threshold=2.0
+    ).train()
 
 
 def ddp_worker(rank: int, world_size: int, port: int, out_dir: str, restart: bool) -> None:
@@ -136,8 +137,15 @@ def ddp_worker(rank: int, world_size: int, port: int, out_dir: str, restart: boo
         batch = clustered(64, seed=step)
         shard = batch[rank * 32 : (rank + 1) * 32]  # each rank sees its half of the batch
         perplexities.append(quantizer(shard).perplexity)
-    torch.save({"codebook": quantizer.codebook.clone(), "ema_count": quantizer.ema_count.clone(),
-                "perplexity": torch.stack(perplexities)}, os.path.join(out_dir, f"rank{rank}.pt"))
+    torch.save(
+        {
+            "codebook": quantizer.codebook.clone(),
+            "ema_count": quantizer.ema_count.clone(),
+            "perplexity": torch.stack(perplexities),
+        },
+        os.path.join(out_dir, f"rank{rank}.pt"),
+    )
+    dist.barrier()  # both saved; torch 2.6's gloo hangs in destroy_process_group when a peer already left
     dist.destroy_process_group()
 
 

@@ -86,7 +86,9 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
             "Use another checkpoint of the run (checkpoints/last.ckpt or best-*.ckpt)."
         ) from None
     if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint (a dict with a state_dict).")
+        raise CheckpointError(
+            f"{path} holds a {type(checkpoint).__name__}, not a checkpoint (a dict with a state_dict)."
+        )
     return checkpoint
 
 
@@ -128,7 +130,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         """Serialise ``checkpoint`` into the open temporary file."""
         torch.save(checkpoint, file)
 
-    def load_checkpoint(self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         """Always ``weights_only=True``, whatever the caller asks: Lightning's ``trainer.fit(ckpt_path=...)``
         reads through here."""
         return load_checkpoint(path)
@@ -139,8 +143,13 @@ def _random_state() -> dict[str, Any]:
     """Random states as tensors and plain numbers only, so that ``torch.load`` with
     ``weights_only=True`` accepts the checkpoint."""
     kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
-    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
+    numpy_state = {
+        "kind": kind,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "position": int(position),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached_gaussian),
+    }
     state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -150,8 +159,15 @@ def _random_state() -> dict[str, Any]:
 def _set_random_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     numpy_state = state["numpy"]
-    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"],
-                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -245,7 +261,9 @@ class LastCheckpoint(Checkpoint):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
-            self.stopped_by = ("SIGUSR1", int(signal.SIGUSR1)) if self._sigusr1_received else ("SIGTERM", int(signal.SIGTERM))
+            self.stopped_by = (
+                ("SIGUSR1", int(signal.SIGUSR1)) if self._sigusr1_received else ("SIGTERM", int(signal.SIGTERM))
+            )
             self.save(trainer)
 
     def save(self, trainer: L.Trainer) -> None:
@@ -256,7 +274,9 @@ class LastCheckpoint(Checkpoint):
 
 
 # -------------------------------------------------------------------------- resume check
-def check_checkpoint_fits(checkpoint: Mapping[str, Any], model: nn.Module, source: Path, differing_settings: list[str]) -> None:
+def check_checkpoint_fits(
+    checkpoint: Mapping[str, Any], model: nn.Module, source: Path, differing_settings: list[str]
+) -> None:
     """Raise before anything is written if ``checkpoint`` cannot resume ``model``.
 
     Compares every tensor's name and shape, and the number of optimizers and of parameters in
@@ -287,7 +307,11 @@ def check_checkpoint_fits(checkpoint: Mapping[str, Any], model: nn.Module, sourc
     if not problems:
         return
     shown = "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
-    settings = f" Settings that differ from the run's config.yaml: {', '.join(differing_settings)}." if differing_settings else ""
+    settings = (
+        f" Settings that differ from the run's config.yaml: {', '.join(differing_settings)}."
+        if differing_settings
+        else ""
+    )
     raise CheckpointError(
         f"{source} does not fit the model this config builds ({shown}).{settings} Nothing in the run folder was "
         "changed. Resume with the settings the run was trained with, or start a new run (a new hydra.run.dir) "

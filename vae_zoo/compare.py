@@ -82,7 +82,9 @@ def find_run_folders(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
             continue
         runs = sorted((child for child in given.iterdir() if child.is_dir() and is_run_folder(child)), key=_natural_key)
         if not runs:
-            raise ConfigError(f"No run folders in {given}: a run folder holds config.yaml (written by python -m vae_zoo.train).")
+            raise ConfigError(
+                f"No run folders in {given}: a run folder holds config.yaml (written by python -m vae_zoo.train)."
+            )
         found += [(run, run.name if len(paths) == 1 else f"{given.name}/{run.name}") for run in runs]
     return found
 
@@ -140,7 +142,9 @@ def read_metrics(run: Path) -> dict[str, float]:
 def collect_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
     """Read every run under ``paths`` (see :func:`find_run_folders`)."""
     return [
-        RunRecord(path=run, label=label, overrides=read_overrides(run), config=read_config(run), metrics=read_metrics(run))
+        RunRecord(
+            path=run, label=label, overrides=read_overrides(run), config=read_config(run), metrics=read_metrics(run)
+        )
         for run, label in find_run_folders(paths)
     ]
 
@@ -160,7 +164,8 @@ def swept_settings(runs: Sequence[RunRecord]) -> tuple[list[str], list[dict[str,
         path_like = _PATH_LIKE
     keys = list(dict.fromkeys(key for setting in settings for key in setting))
     swept = [
-        key for key in keys
+        key
+        for key in keys
         if not any(part in key for part in path_like) and len({setting.get(key, "") for setting in settings}) > 1
     ]
     return swept, [{key: setting.get(key, "") for key in swept} for setting in settings]
@@ -195,12 +200,15 @@ def _cell(value: str | float | None) -> str:
 
 def to_markdown(header: Sequence[str], rows: Sequence[Sequence[str | float | None]]) -> str:
     """A GitHub Markdown table (``|`` in cells escaped)."""
+
     def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
     numeric = [any(isinstance(row[i], float) for row in rows) for i in range(len(header))]
     aligns = ["---:" if is_numeric else "---" for is_numeric in numeric]
-    return "\n".join([line(header), "|" + "|".join(aligns) + "|", *(line([_cell(v) for v in row]) for row in rows)]) + "\n"
+    return (
+        "\n".join([line(header), "|" + "|".join(aligns) + "|", *(line([_cell(v) for v in row]) for row in rows)]) + "\n"
+    )
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[str | float | None]]) -> None:
@@ -274,7 +282,9 @@ class ComparisonFiles:
 
 
 def compare(
-    paths: Sequence[str | Path], output_dir: str | Path | None = None, plot_metrics: Sequence[str] = DEFAULT_PLOT_METRICS
+    paths: Sequence[str | Path],
+    output_dir: str | Path | None = None,
+    plot_metrics: Sequence[str] = DEFAULT_PLOT_METRICS,
 ) -> ComparisonFiles:
     """Collect the runs, write ``comparison.md``, ``comparison.csv`` and ``comparison.png``
     (when a plotted metric exists) into ``output_dir`` (default: see the module docstring)."""
@@ -299,9 +309,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Table (Markdown, CSV) and plot of swept settings against final metrics of training runs.",
     )
     parser.add_argument("paths", nargs="+", help="run folders, or multirun folders (their numbered run folders)")
-    parser.add_argument("-o", "--output", default=None, help="folder for comparison.md/.csv/.png (default: the multirun folder, else .)")
     parser.add_argument(
-        "--plot", nargs="+", default=list(DEFAULT_PLOT_METRICS), metavar="METRIC", help="metrics to plot (default: %(default)s)"
+        "-o", "--output", default=None, help="folder for comparison.md/.csv/.png (default: the multirun folder, else .)"
+    )
+    parser.add_argument(
+        "--plot",
+        nargs="+",
+        default=list(DEFAULT_PLOT_METRICS),
+        metavar="METRIC",
+        help="metrics to plot (default: %(default)s)",
     )
     args = parser.parse_args(argv)
     try:

@@ -159,7 +159,11 @@ class ConsoleLog:
         for name in ("stdout", "stderr"):
             self._saved.append((sys, name, getattr(sys, name)))
             setattr(sys, name, streams[id(getattr(sys, name))])
-        for logger in (logging.getLogger(), logging.getLogger("lightning.pytorch"), logging.getLogger("lightning.fabric")):
+        for logger in (
+            logging.getLogger(),
+            logging.getLogger("lightning.pytorch"),
+            logging.getLogger("lightning.fabric"),
+        ):
             for handler in logger.handlers:
                 if isinstance(handler, logging.StreamHandler) and id(handler.stream) in streams:
                     self._saved.append((handler, "stream", handler.stream))

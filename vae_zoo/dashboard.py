@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vae_zoo.extras import require
 from vae_zoo.stats import ACTIVE_UNITS, BITS_PER_DIM, ELBO_TERMS, KL_PER_DIM, metric_key
 
 #: The config key the runs are grouped by: the model's class (W&B's run config is the resolved Hydra config).
@@ -33,11 +34,10 @@ GROUP_BY = "model._target_"
 
 
 def _workspaces() -> tuple[Any, Any]:
-    try:
-        import wandb_workspaces.reports.v2 as reports
-        import wandb_workspaces.workspaces as workspaces
-    except ImportError as error:
-        raise ImportError("The W&B dashboard needs wandb-workspaces: pip install 'vae_zoo[dashboard]'.") from error
+    require("dashboard", "The W&B dashboard (python -m vae_zoo.dashboard)")
+    import wandb_workspaces.reports.v2 as reports
+    import wandb_workspaces.workspaces as workspaces
+
     return workspaces, reports
 
 
@@ -55,31 +55,65 @@ def workspace(entity: str, project: str, group: str | None = None, name: str | N
     from vae_zoo.callbacks.media import media_key
 
     def line(stage: str, term: str, title: str) -> Any:
-        return wr.LinePlot(title=title, y=[metric_key(stage, term)], groupby=GROUP_BY, groupby_aggfunc="mean", groupby_rangefunc="minmax")
+        return wr.LinePlot(
+            title=title,
+            y=[metric_key(stage, term)],
+            groupby=GROUP_BY,
+            groupby_aggfunc="mean",
+            groupby_rangefunc="minmax",
+        )
 
     loss, elbo, recon, kl = ELBO_TERMS
-    curves = ws.Section(name="ELBO (nats per example)", is_open=True, panels=[
-        line("val", elbo, "validation ELBO"),
-        line("val", recon, "validation reconstruction, -E_q[log p(x|z)]"),
-        line("val", kl, "validation KL(q(z|x) || p(z))"),
-        line("train", loss, "training loss (the objective)"),
-        line("val", BITS_PER_DIM, "validation bits/dim"),
-    ])
-    rate_distortion = ws.Section(name="Rate-distortion", is_open=True, panels=[
-        wr.ScatterPlot(title="rate (KL) vs distortion (reconstruction), nats per example, validation",
-                       x=metric_key("val", kl), y=metric_key("val", recon)),
-    ])
-    latents = ws.Section(name="Latent usage", is_open=True, panels=[
-        line("val", ACTIVE_UNITS, "active units (Cov_x E_q[z_u] > 0.01)"),
-        wr.LinePlot(title="KL of each latent dimension, nats", metric_regex=f"^{metric_key('val', KL_PER_DIM)}/[0-9]+$"),
-        wr.MediaBrowser(title="KL per dimension", media_keys=[media_key("kl_per_dim")]),
-    ])
-    pictures = ws.Section(name="Pictures", is_open=True, panels=[
-        wr.MediaBrowser(title=picture.replace("_", " "), media_keys=[media_key(picture)]) for picture in picture_names() if picture != "kl_per_dim"
-    ])
+    curves = ws.Section(
+        name="ELBO (nats per example)",
+        is_open=True,
+        panels=[
+            line("val", elbo, "validation ELBO"),
+            line("val", recon, "validation reconstruction, -E_q[log p(x|z)]"),
+            line("val", kl, "validation KL(q(z|x) || p(z))"),
+            line("train", loss, "training loss (the objective)"),
+            line("val", BITS_PER_DIM, "validation bits/dim"),
+        ],
+    )
+    rate_distortion = ws.Section(
+        name="Rate-distortion",
+        is_open=True,
+        panels=[
+            wr.ScatterPlot(
+                title="rate (KL) vs distortion (reconstruction), nats per example, validation",
+                x=metric_key("val", kl),
+                y=metric_key("val", recon),
+            ),
+        ],
+    )
+    latents = ws.Section(
+        name="Latent usage",
+        is_open=True,
+        panels=[
+            line("val", ACTIVE_UNITS, "active units (Cov_x E_q[z_u] > 0.01)"),
+            wr.LinePlot(
+                title="KL of each latent dimension, nats", metric_regex=f"^{metric_key('val', KL_PER_DIM)}/[0-9]+$"
+            ),
+            wr.MediaBrowser(title="KL per dimension", media_keys=[media_key("kl_per_dim")]),
+        ],
+    )
+    pictures = ws.Section(
+        name="Pictures",
+        is_open=True,
+        panels=[
+            wr.MediaBrowser(title=picture.replace("_", " "), media_keys=[media_key(picture)])
+            for picture in picture_names()
+            if picture != "kl_per_dim"
+        ],
+    )
     runs = ws.RunsetSettings(groupby=[ws.Config(GROUP_BY)], filters=[ws.Metric("Group") == group] if group else [])
-    return ws.Workspace(entity=entity, project=project, name=name or f"vae_zoo: {group or project}",
-                        sections=[curves, rate_distortion, latents, pictures], runset_settings=runs)
+    return ws.Workspace(
+        entity=entity,
+        project=project,
+        name=name or f"vae_zoo: {group or project}",
+        sections=[curves, rate_distortion, latents, pictures],
+        runset_settings=runs,
+    )
 
 
 def panel_keys(built: Any) -> dict[str, list[str]]:
@@ -103,9 +137,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m vae_zoo.dashboard", description=__doc__.split("\n\n")[0])
     parser.add_argument("--entity", default=None, help="W&B entity (user or team); default: $WANDB_ENTITY")
     parser.add_argument("--project", required=True, help="the W&B project the runs logged to (logger.wandb.project)")
-    parser.add_argument("--group", default=None, help="only the runs of this W&B group (a multirun's sweep folder name)")
+    parser.add_argument(
+        "--group", default=None, help="only the runs of this W&B group (a multirun's sweep folder name)"
+    )
     parser.add_argument("--name", default=None, help="the workspace's name")
-    parser.add_argument("--json", type=Path, default=None, help="write the workspace's spec to this file instead of saving it to W&B")
+    parser.add_argument(
+        "--json", type=Path, default=None, help="write the workspace's spec to this file instead of saving it to W&B"
+    )
     args = parser.parse_args(argv)
     import os
 
@@ -114,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("give --entity (or set WANDB_ENTITY): the workspace is saved under it")
     built = workspace(entity, args.project, args.group, args.name)
     if args.json:
-        args.json.write_text(json.dumps(built._to_model().model_dump(by_alias=True), indent=1, default=str))  # the spec W&B would store
+        args.json.write_text(
+            json.dumps(built._to_model().model_dump(by_alias=True), indent=1, default=str)
+        )  # the spec W&B would store
         print(f"wrote {args.json}")
         return
     built.save()

@@ -64,9 +64,7 @@ def report_and_exit(error: VaeZooError, exit_code: int = 2) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    Console(stderr=True).print(
-        f"[bold red]error:[/bold red] {escape(str(error))}", soft_wrap=True, highlight=False
-    )
+    Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(str(error))}", soft_wrap=True, highlight=False)
     sys.exit(exit_code)
 
 

@@ -29,14 +29,15 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from vae_zoo.cpu import use_cpu_settings
+from vae_zoo.data.splits import SplitBatches
 from vae_zoo.errors import ConfigError
 from vae_zoo.experiment import instantiate
-from vae_zoo.data.splits import SplitBatches
 from vae_zoo.metrics.suite import EvaluationContext, EvaluationMetric
 from vae_zoo.models.base import ELBOModule
 from vae_zoo.run_config import check_run_config, load_run, resolve_device
 
 log = logging.getLogger(__name__)
+
 
 # ------------------------------------------------------------------------------ the report
 @dataclass
@@ -71,7 +72,9 @@ class EvaluationReport:
         """(metric, value, unit, details[, note]) as text, for the Markdown and console tables."""
         rows = []
         for name, entry in self.metrics.items():
-            details = ", ".join(f"{key}={_format(value)}" for key, value in entry.items() if key not in ("value", "unit", "note"))
+            details = ", ".join(
+                f"{key}={_format(value)}" for key, value in entry.items() if key not in ("value", "unit", "note")
+            )
             row = (name, _format(entry["value"]), entry["unit"], details)
             rows.append((*row, entry.get("note", "")) if notes else row)
         return rows
@@ -147,13 +150,21 @@ def evaluate(cfg: DictConfig) -> EvaluationReport:
             continue
         metric = instantiate(node, _recursive_=False)  # nested nodes (feature extractor, classifier) are built on use
         if not isinstance(metric, EvaluationMetric):
-            raise ConfigError(f"metrics.{key} builds a {type(metric).__name__}, not an EvaluationMetric (vae_zoo.metrics.suite).")
+            raise ConfigError(
+                f"metrics.{key} builds a {type(metric).__name__}, not an EvaluationMetric (vae_zoo.metrics.suite)."
+            )
         metric.prepare(device, cfg.data.get("channels"))
         metrics.append(metric)
     loaded = load_run(cfg, device)
     batches = SplitBatches(loaded.datamodule, settings.split, device, settings.max_examples)
-    context = EvaluationContext(model=loaded.model, datamodule=loaded.datamodule, batches=batches, device=device, seed=settings.seed,
-                                generator=torch.Generator(device=device).manual_seed(settings.seed))
+    context = EvaluationContext(
+        model=loaded.model,
+        datamodule=loaded.datamodule,
+        batches=batches,
+        device=device,
+        seed=settings.seed,
+        generator=torch.Generator(device=device).manual_seed(settings.seed),
+    )
     report = EvaluationReport(
         context={
             "checkpoint": str(run.checkpoint),
@@ -210,7 +221,9 @@ def write_samples(cfg: DictConfig) -> dict[str, Path]:
         Interpolations(str(output_dir), **cfg.interpolations),
         LatentTraversals(str(output_dir), **cfg.traversals),
     ]
-    inputs = PictureInputs(batch=first, metrics=_kl_per_dim_metrics(model, batches) if model.capabilities.gaussian_posterior else {})
+    inputs = PictureInputs(
+        batch=first, metrics=_kl_per_dim_metrics(model, batches) if model.capabilities.gaussian_posterior else {}
+    )
     written = {}
     for callback in callbacks:
         if not callback.applies_to(model):

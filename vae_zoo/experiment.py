@@ -29,6 +29,7 @@ from vae_zoo.console import ConsoleLog
 from vae_zoo.cpu import use_cpu_settings
 from vae_zoo.data.base import InMemoryDataModule
 from vae_zoo.errors import ConfigError, Preempted, VaeZooError
+from vae_zoo.extras import check_targets
 from vae_zoo.loggers import CSVLogger as HistoryCSVLogger
 from vae_zoo.models.base import ELBOModule
 from vae_zoo.run_config import keep_only_what_the_run_had
@@ -152,12 +153,20 @@ def build(cfg: DictConfig) -> Experiment:
     trainer_overrides = {}
     if model.capabilities.manual_optimization and cfg.trainer.get("gradient_clip_val"):
         # Lightning refuses trainer-level clipping with manual optimisation: the model clips its own steps
-        model.gradient_clip = (float(cfg.trainer.gradient_clip_val), cfg.trainer.get("gradient_clip_algorithm") or "norm")
+        model.gradient_clip = (
+            float(cfg.trainer.gradient_clip_val),
+            cfg.trainer.get("gradient_clip_algorithm") or "norm",
+        )
         trainer_overrides["gradient_clip_val"] = None
+    check_targets(cfg.get("logger"), "logger")  # an optional package that is missing: said now, with its extra
     callbacks = instantiate_all(cfg.get("callbacks"))
     if not any(isinstance(callback, ProgressBar) for callback in callbacks):
-        trainer_overrides["enable_progress_bar"] = False  # callbacks.progress_bar=null: plain logs, not Lightning's default bar
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_all(cfg.get("logger")) or False, **trainer_overrides)
+        trainer_overrides["enable_progress_bar"] = (
+            False  # callbacks.progress_bar=null: plain logs, not Lightning's default bar
+        )
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=instantiate_all(cfg.get("logger")) or False, **trainer_overrides
+    )
     return Experiment(cfg=cfg, datamodule=datamodule, model=model, trainer=trainer)
 
 
@@ -229,13 +238,21 @@ def train(cfg: DictConfig, console_log: ConsoleLog | None = None) -> TrainResult
 def _train(cfg: DictConfig, console_log: ConsoleLog) -> TrainResult:
     use_cpu_settings(cfg)
     if cfg.get("continued_run"):  # built from the run's config.yaml: only from trusted targets
-        check_trusted_targets(cfg, list(cfg.get("trusted_targets") or ()), source=f"the config of {cfg.continued_run} (config.yaml, with the command line)")
+        check_trusted_targets(
+            cfg,
+            list(cfg.get("trusted_targets") or ()),
+            source=f"the config of {cfg.continued_run} (config.yaml, with the command line)",
+        )
         from hydra.core.hydra_config import HydraConfig
 
         overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
         removed = keep_only_what_the_run_had(cfg, Path(cfg.continued_run), overrides)
         if removed:
-            log.info("Continuing %s as it was made: without %s (settings added to vae_zoo since).", cfg.continued_run, ", ".join(removed))
+            log.info(
+                "Continuing %s as it was made: without %s (settings added to vae_zoo since).",
+                cfg.continued_run,
+                ", ".join(removed),
+            )
     checkpoint = resolve_checkpoint(cfg)
     # read once, weights_only (nothing in the file runs) and mmap (the tensors are not read):
     # for the W&B run id and the resume check; Lightning reads it for real
@@ -253,7 +270,9 @@ def _train(cfg: DictConfig, console_log: ConsoleLog) -> TrainResult:
             finish_wandb_runs(trainer)
 
 
-def prepare_run_folder(cfg: DictConfig, experiment: Experiment, checkpoint: Path | None, saved: dict[str, Any] | None) -> None:
+def prepare_run_folder(
+    cfg: DictConfig, experiment: Experiment, checkpoint: Path | None, saved: dict[str, Any] | None
+) -> None:
     """Rank 0, holding the folder's lock: check, then write the run's record.
 
     The checks come first and write nothing: a new run does not overwrite an existing one, and
@@ -274,15 +293,22 @@ def prepare_run_folder(cfg: DictConfig, experiment: Experiment, checkpoint: Path
         for logger in trainer.loggers:
             if isinstance(logger, HistoryCSVLogger):
                 logger.keep_first_rows(0)
-    batch_semantics = {"batch_size_per_device": experiment.datamodule.batch_size, "global_batch_size": global_batch_size(experiment)}
+    batch_semantics = {
+        "batch_size_per_device": experiment.datamodule.batch_size,
+        "global_batch_size": global_batch_size(experiment),
+    }
     resolved = OmegaConf.to_container(cfg, resolve=True)
     write_run_record(cfg, resolved, output_dir)
     for logger in trainer.loggers:
         logger.log_hyperparams({**resolved, **batch_semantics})
     log.info(model_summary(experiment.model))
-    log.info("Batch size %d per device; global batch %d (x %d devices x %d accumulation).",
-             batch_semantics["batch_size_per_device"], batch_semantics["global_batch_size"],
-             trainer.world_size, trainer.accumulate_grad_batches)
+    log.info(
+        "Batch size %d per device; global batch %d (x %d devices x %d accumulation).",
+        batch_semantics["batch_size_per_device"],
+        batch_semantics["global_batch_size"],
+        trainer.world_size,
+        trainer.accumulate_grad_batches,
+    )
 
 
 def model_summary(model: ELBOModule) -> str:
@@ -296,7 +322,9 @@ def model_summary(model: ELBOModule) -> str:
 
     per_part = {name: count(child) for name, child in model.named_children()}
     parts = [f"{name} {get_human_readable_count(n)}" for name, n in per_part.items() if n]
-    return f"{type(model).__name__}: {get_human_readable_count(count(model))} trainable parameters ({', '.join(parts)})."
+    return (
+        f"{type(model).__name__}: {get_human_readable_count(count(model))} trainable parameters ({', '.join(parts)})."
+    )
 
 
 def settings_changed(cfg: DictConfig, checkpoint: Path) -> list[str]:
@@ -309,7 +337,9 @@ def settings_changed(cfg: DictConfig, checkpoint: Path) -> list[str]:
     before = flatten_config(OmegaConf.load(run_config))
     now = flatten_config(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
     ignored = ("paths.", "ckpt_path", "trainer.max_epochs", "trainer.max_steps", "trainer.default_root_dir")
-    changed = [key for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key) and not key.startswith(ignored)]
+    changed = [
+        key for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key) and not key.startswith(ignored)
+    ]
     changed = [key for key in changed if not any(part in key for part in ("dirpath", "save_dir"))]
     return [f"{key}: {before.get(key, '(unset)')} -> {now.get(key, '(unset)')}" for key in changed[:8]]
 
@@ -332,7 +362,9 @@ def _fit_and_test(cfg: DictConfig, experiment: Experiment, checkpoint: Path | No
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if cfg.get("test"):
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
-        results = trainer.test(model, datamodule=experiment.datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
+        results = trainer.test(
+            model, datamodule=experiment.datamodule, ckpt_path=best or None, verbose=False, weights_only=True
+        )
         metrics.update({k: float(v) for k, v in results[0].items()} if results else {})
     if trainer.is_global_zero:
         print_summary(experiment, metrics)
@@ -353,8 +385,7 @@ def objective(metrics: dict[str, float], name: str) -> float:
     """The value a sweeper optimises; a name that was never logged is a config error."""
     if name not in metrics:
         raise ConfigError(
-            f"optimized_metric={name} was not logged by this run. Logged metrics: "
-            f"{', '.join(sorted(metrics))}."
+            f"optimized_metric={name} was not logged by this run. Logged metrics: {', '.join(sorted(metrics))}."
         )
     return metrics[name]
 
@@ -380,9 +411,22 @@ def print_summary(experiment: Experiment, metrics: dict[str, float]) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("unit")
-    for key in ("val/elbo", "val/recon", "val/kl", "val/bits_per_dim", "val/active_units", "val/perplexity", "test/elbo", "test/recon", "test/kl", "test/bits_per_dim"):
+    for key in (
+        "val/elbo",
+        "val/recon",
+        "val/kl",
+        "val/bits_per_dim",
+        "val/active_units",
+        "val/perplexity",
+        "test/elbo",
+        "test/recon",
+        "test/kl",
+        "test/bits_per_dim",
+    ):
         if key in metrics:  # NaN and inf are shown (in red), never dropped
-            unit = {"bits_per_dim": "bits/dim", "active_units": "dimensions", "perplexity": "codes"}.get(key.split("/")[1], "nats/example")
+            unit = {"bits_per_dim": "bits/dim", "active_units": "dimensions", "perplexity": "codes"}.get(
+                key.split("/")[1], "nats/example"
+            )
             value = f"{metrics[key]:.3f}" if math.isfinite(metrics[key]) else f"[bold red]{metrics[key]}[/bold red]"
             table.add_row(key, value, unit)
     console = Console()

@@ -31,7 +31,9 @@ def train_fid_classifier(cfg: DictConfig) -> tuple[Path, float, int]:
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     if not datamodule.num_classes:
-        raise ConfigError(f"data={cfg.data._target_} has no class labels to train a classifier on; pick labelled data (mnist, cifar10, sprites).")
+        raise ConfigError(
+            f"data={cfg.data._target_} has no class labels to train a classifier on; pick labelled data (mnist, cifar10, sprites)."
+        )
     datamodule.setup("fit")
     datamodule.setup("test")
 
@@ -40,9 +42,18 @@ def train_fid_classifier(cfg: DictConfig) -> tuple[Path, float, int]:
             yield datamodule.on_after_batch_transfer(batch, 0)
 
     test = SplitBatches(datamodule, "test", torch.device("cpu"))
-    extractor, accuracy = train_classifier_extractor(epoch, test, datamodule.channels, datamodule.num_classes,
-                                                     epochs=cfg.epochs, lr=cfg.lr, seed=cfg.seed, label_key=cfg.label_key,
-                                                     num_features=cfg.num_features, hidden_channels=tuple(cfg.hidden_channels))
+    extractor, accuracy = train_classifier_extractor(
+        epoch,
+        test,
+        datamodule.channels,
+        datamodule.num_classes,
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        seed=cfg.seed,
+        label_key=cfg.label_key,
+        num_features=cfg.num_features,
+        hidden_channels=tuple(cfg.hidden_channels),
+    )
     path = Path(cfg.path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     extractor.save_checkpoint(path)
@@ -55,9 +66,13 @@ def _main(cfg: DictConfig) -> None:
         path, accuracy, examples = train_fid_classifier(cfg)
     except VaeZooError as error:
         report_or_reraise(error)
-    print(f"FID classifier: test accuracy {accuracy:.2%} on the {examples} test images of {cfg.data._target_}; wrote {path}.")
-    print("Use it: python -m vae_zoo.evaluate ckpt_path=<run> "
-          f"feature_extractor._target_=vae_zoo.metrics.fid.ClassifierFeatureExtractor.from_checkpoint +feature_extractor.path={path}")
+    print(
+        f"FID classifier: test accuracy {accuracy:.2%} on the {examples} test images of {cfg.data._target_}; wrote {path}."
+    )
+    print(
+        "Use it: python -m vae_zoo.evaluate ckpt_path=<run> "
+        f"feature_extractor._target_=vae_zoo.metrics.fid.ClassifierFeatureExtractor.from_checkpoint +feature_extractor.path={path}"
+    )
 
 
 def main() -> None:

@@ -123,6 +123,4 @@ class DiagonalGaussian:
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log q(z|x) summed over latent dimensions: (B,) nats."""
-        return -0.5 * (
-            (z - self.mu).pow(2) * torch.exp(-self.logvar) + self.logvar + math.log(2 * math.pi)
-        ).sum(dim=-1)
+        return -0.5 * ((z - self.mu).pow(2) * torch.exp(-self.logvar) + self.logvar + math.log(2 * math.pi)).sum(dim=-1)

@@ -20,8 +20,8 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
-from vae_zoo.run_folder import atomic_write
 from vae_zoo.errors import RunFolderError
+from vae_zoo.run_folder import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -114,9 +114,7 @@ class VectorQuantizer(nn.Module):
     # ------------------------------------------------------------------ quantisation
     def nearest(self, flat: Tensor) -> Tensor:
         """Index of the nearest code for each row of ``flat`` (N, D)."""
-        distances = (
-            flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.codebook.t() + self.codebook.pow(2).sum(1)
-        )
+        distances = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.codebook.t() + self.codebook.pow(2).sum(1)
         return distances.argmin(dim=1)
 
     def lookup(self, indices: Tensor) -> Tensor:

@@ -87,7 +87,9 @@ def locate_run(ckpt_path: str | Path | None) -> TrainedRun:
         ConfigError: no such checkpoint, or no ``config.yaml`` in the run folder.
     """
     if ckpt_path is None or str(ckpt_path) in ("", "???"):
-        raise ConfigError("Give the checkpoint to use: ckpt_path=<run folder>/checkpoints/<file>.ckpt (or a run folder).")
+        raise ConfigError(
+            "Give the checkpoint to use: ckpt_path=<run folder>/checkpoints/<file>.ckpt (or a run folder)."
+        )
     path = Path(ckpt_path).expanduser()
     if path.is_dir():
         checkpoint = _best_checkpoint(path / "checkpoints")
@@ -133,7 +135,11 @@ def check_run_folder_is_plain(run: TrainedRun, node: DictConfig) -> None:
     """
     found = plain_config_problems(node)
     for folder in (run.run_dir / "evaluation", run.run_dir / "samples"):
-        links = [path for path in (folder, *folder.rglob("*")) if path.is_symlink()] if folder.exists() or folder.is_symlink() else []
+        links = (
+            [path for path in (folder, *folder.rglob("*")) if path.is_symlink()]
+            if folder.exists() or folder.is_symlink()
+            else []
+        )
         found += [f"the symbolic link {path}" for path in links[:3]]
     if found:
         raise UntrustedFileError(
@@ -157,15 +163,22 @@ def register_run_config_from_argv(args: Sequence[str]) -> None:
     if not given:
         if any(arg.split("=", 1)[0] in _HYDRA_INFO_FLAGS for arg in args):
             return
-        raise ConfigError("Give the checkpoint to use: ckpt_path=<run folder>/checkpoints/<file>.ckpt (or a run folder).")
+        raise ConfigError(
+            "Give the checkpoint to use: ckpt_path=<run folder>/checkpoints/<file>.ckpt (or a run folder)."
+        )
     override = OverridesParser.create().parse_override(given[-1])
     if override.is_sweep_override():
-        raise ConfigError("ckpt_path takes one checkpoint per call; compare several runs with python -m vae_zoo.compare.")
+        raise ConfigError(
+            "ckpt_path takes one checkpoint per call; compare several runs with python -m vae_zoo.compare."
+        )
     register_run_config(locate_run(str(override.value())))
 
 
 def compose_run_config(
-    ckpt_path: str | Path, overrides: Sequence[str] = (), output_dir: str | Path | None = None, config_name: str = "evaluate"
+    ckpt_path: str | Path,
+    overrides: Sequence[str] = (),
+    output_dir: str | Path | None = None,
+    config_name: str = "evaluate",
 ) -> DictConfig:
     """Compose the evaluate (or sample) config for a checkpoint as the command line would:
     the run's config, then ``conf/<config_name>.yaml``, then ``overrides`` (for tests and
@@ -189,7 +202,7 @@ def main_with_run_config(hydra_main: Callable[[], None]) -> None:
 
 
 # ------------------------------------------------------------ loading a run: model and data
-def resolve_device(name: str) -> "torch.device":
+def resolve_device(name: str) -> torch.device:
     """``auto``: the first CUDA device if there is one, else the CPU; anything else as torch
     spells it (``cpu``, ``cuda:1``, ``mps``)."""
     import torch
@@ -204,7 +217,11 @@ def check_run_config(cfg: DictConfig) -> TrainedRun:
     anything from it is built). ``cfg.trusted_targets`` comes from the command line and
     ``conf/evaluate.yaml`` / ``conf/sample.yaml``, which compose after the run's config."""
     run = locate_run(cfg.ckpt_path)
-    check_trusted_targets(cfg, list(cfg.get("trusted_targets") or ()), source=f"the config of {run.run_dir} (config.yaml, with the command line)")
+    check_trusted_targets(
+        cfg,
+        list(cfg.get("trusted_targets") or ()),
+        source=f"the config of {run.run_dir} (config.yaml, with the command line)",
+    )
     return run
 
 
@@ -215,10 +232,10 @@ class LoadedRun:
     model: ELBOModule
     datamodule: InMemoryDataModule
     run: TrainedRun
-    device: "torch.device"
+    device: torch.device
 
 
-def load_run(cfg: DictConfig, device: "torch.device") -> LoadedRun:
+def load_run(cfg: DictConfig, device: torch.device) -> LoadedRun:
     """Build data and model from ``cfg`` exactly as training did, and load the checkpoint's
     weights (strictly: every tensor must fit).
 

@@ -59,7 +59,11 @@ def atomic_write(path: Path, write: Any) -> None:
     except OSError as error:
         full = error.errno in (errno.ENOSPC, errno.EDQUOT)
         problem = "No space left on the disk of" if full else f"Could not write ({error.strerror or error}) in"
-        fix = "Free space there or set paths.log_dir to another disk" if full else "Make the folder writable or set paths.log_dir elsewhere"
+        fix = (
+            "Free space there or set paths.log_dir to another disk"
+            if full
+            else "Make the folder writable or set paths.log_dir elsewhere"
+        )
         raise RunFolderError(
             f"{problem} {path.parent} while writing {path.name}; the previous {path.name} is intact. "
             f"{fix}, then continue with ckpt_path=last."
@@ -95,8 +99,12 @@ class RunFolderLock:
                 "their metrics and checkpoints. Wait for it to finish or stop it, or give this run its own folder "
                 "(a new hydra.run.dir)."
             ) from None
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                  "command": " ".join(sys.argv)}
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(sys.argv),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode() + b"\n", 0)
         self._fd = fd
@@ -163,5 +171,9 @@ def write_run_record(cfg: DictConfig, resolved: dict[str, Any], folder: Path) ->
         return
     hydra_cfg = HydraConfig.instance().cfg
     record = folder / ".hydra"
-    for name, node in (("config.yaml", cfg), ("hydra.yaml", hydra_cfg), ("overrides.yaml", hydra_cfg.hydra.overrides.task)):
+    for name, node in (
+        ("config.yaml", cfg),
+        ("hydra.yaml", hydra_cfg),
+        ("overrides.yaml", hydra_cfg.hydra.overrides.task),
+    ):
         atomic_write(record / name, lambda f, node=node: f.write(OmegaConf.to_yaml(node).encode()))

@@ -73,7 +73,9 @@ def distribution(override: Override) -> BaseDistribution | str:
         if isinstance(value.start, int) and isinstance(value.end, int):
             return IntDistribution(value.start, value.end, log=log_scale)
         return FloatDistribution(float(value.start), float(value.end), log=log_scale)
-    raise ConfigError(f"{override.input_line} is a sweep Optuna cannot search; use interval(...), choice(...) or range(...).")
+    raise ConfigError(
+        f"{override.input_line} is a sweep Optuna cannot search; use interval(...), choice(...) or range(...)."
+    )
 
 
 def suggest(trial: optuna.Trial, name: str, space: BaseDistribution) -> Any:
@@ -85,7 +87,9 @@ def suggest(trial: optuna.Trial, name: str, space: BaseDistribution) -> Any:
     return trial.suggest_categorical(name, space.choices)
 
 
-def search_space(params: Mapping[str, Any] | None, arguments: Sequence[str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
+def search_space(
+    params: Mapping[str, Any] | None, arguments: Sequence[str]
+) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
     """The distributions to search (``hydra.sweeper.params``, then sweeps on the command line)
     and the fixed overrides (the command line's plain ``key=value``)."""
     lines = [f"{key}={value}" for key, value in (params or {}).items()] + list(arguments)
@@ -189,8 +193,18 @@ class OptunaSearch:
         max_failure_rate: the share of a batch's trials that may fail before the search stops.
     """
 
-    def __init__(self, study_name: str, storage: str, direction: str, n_trials: int, n_jobs: int, sampler: Any,
-                 pruner: Any, params: Mapping[str, Any] | None, max_failure_rate: float):
+    def __init__(
+        self,
+        study_name: str,
+        storage: str,
+        direction: str,
+        n_trials: int,
+        n_jobs: int,
+        sampler: Any,
+        pruner: Any,
+        params: Mapping[str, Any] | None,
+        max_failure_rate: float,
+    ):
         if direction not in ("maximize", "minimize"):
             raise ConfigError(f"hydra.sweeper.direction must be maximize or minimize, got {direction!r}.")
         self.study_name, self.storage_spec, self.direction = study_name, str(storage), direction
@@ -199,8 +213,12 @@ class OptunaSearch:
 
     def open_study(self, fingerprint: str) -> optuna.Study:
         study = optuna.create_study(
-            study_name=self.study_name, storage=open_storage(self.storage_spec), direction=self.direction, load_if_exists=True,
-            sampler=_built(self.sampler_cfg), pruner=_built(self.pruner_cfg),
+            study_name=self.study_name,
+            storage=open_storage(self.storage_spec),
+            direction=self.direction,
+            load_if_exists=True,
+            sampler=_built(self.sampler_cfg),
+            pruner=_built(self.pruner_cfg),
         )
         made_by = study.user_attrs.get("search")
         if made_by is None:
@@ -213,15 +231,26 @@ class OptunaSearch:
         return study
 
     def run(self, launcher: Any, config: DictConfig, arguments: Sequence[str]) -> dict[str, Any]:
-        space, fixed = search_space(OmegaConf.to_container(self.params, resolve=True) if isinstance(self.params, DictConfig) else self.params, arguments)
+        space, fixed = search_space(
+            OmegaConf.to_container(self.params, resolve=True) if isinstance(self.params, DictConfig) else self.params,
+            arguments,
+        )
         if not space:
-            raise ConfigError("The search has nothing to search: set hydra.sweeper.params (e.g. model.beta: interval(0.5, 8)).")
+            raise ConfigError(
+                "The search has nothing to search: set hydra.sweeper.params (e.g. model.beta: interval(0.5, 8))."
+            )
         study = self.open_study(search_fingerprint(space, fixed, self.direction))
         abandoned = fail_abandoned_trials(study)
         if abandoned:
             log.info("Trials %s were left running by a search process that is gone: marked failed.", abandoned)
         sweep_dir = Path(config.hydra.sweep.dir)
-        log.info("Study %r in %s: %d of %d trials finished.", self.study_name, self.storage_spec, self._finished(study), self.n_trials)
+        log.info(
+            "Study %r in %s: %d of %d trials finished.",
+            self.study_name,
+            self.storage_spec,
+            self._finished(study),
+            self.n_trials,
+        )
         while True:
             running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
             to_go = self.n_trials - self._finished(study) - running
@@ -238,8 +267,14 @@ class OptunaSearch:
     def _finished(self, study: optuna.Study) -> int:
         return len(study.get_trials(deepcopy=False, states=FINISHED))
 
-    def _overrides(self, trial: optuna.Trial, space: Mapping[str, BaseDistribution], fixed: Mapping[str, str],
-                   config: DictConfig, sweep_dir: Path) -> list[str]:
+    def _overrides(
+        self,
+        trial: optuna.Trial,
+        space: Mapping[str, BaseDistribution],
+        fixed: Mapping[str, str],
+        config: DictConfig,
+        sweep_dir: Path,
+    ) -> list[str]:
         trial.set_user_attr("search_process", {"host": socket.gethostname(), "pid": os.getpid()})
         trial.set_user_attr("run_dir", str(sweep_dir / str(trial.number)))
         suggested = {key: suggest(trial, key, value) for key, value in space.items()}
@@ -263,7 +298,9 @@ class OptunaSearch:
         numbers = [trial.number for trial in trials]
         if numbers == list(range(numbers[0], numbers[0] + len(numbers))):
             return list(launcher.launch(overrides, initial_job_idx=numbers[0]))
-        return [ret for number, job in zip(numbers, overrides) for ret in launcher.launch([job], initial_job_idx=number)]
+        return [
+            ret for number, job in zip(numbers, overrides) for ret in launcher.launch([job], initial_job_idx=number)
+        ]
 
     def _tell(self, study: optuna.Study, trials: list[optuna.Trial], returns: list[Any]) -> list[BaseException]:
         states = {trial.number: trial.state for trial in study.get_trials(deepcopy=False)}
@@ -283,12 +320,32 @@ class OptunaSearch:
         return failures
 
     def _results(self, study: optuna.Study, sweep_dir: Path) -> dict[str, Any]:
-        counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in (*FINISHED, TrialState.FAIL)}
-        results = {"name": "optuna", "study_name": self.study_name, "storage": self.storage_spec, "direction": self.direction, "trials": counts}
+        counts = {
+            state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,)))
+            for state in (*FINISHED, TrialState.FAIL)
+        }
+        results = {
+            "name": "optuna",
+            "study_name": self.study_name,
+            "storage": self.storage_spec,
+            "direction": self.direction,
+            "trials": counts,
+        }
         if counts["complete"]:
             best = study.best_trial
-            results.update(best_trial=best.number, best_params=best.params, best_value=best.value, best_run_dir=best.user_attrs.get("run_dir"))
-            log.info("Best of %d complete trials: trial %d, value %.4f, with %s", counts["complete"], best.number, best.value, best.params)
+            results.update(
+                best_trial=best.number,
+                best_params=best.params,
+                best_value=best.value,
+                best_run_dir=best.user_attrs.get("run_dir"),
+            )
+            log.info(
+                "Best of %d complete trials: trial %d, value %.4f, with %s",
+                counts["complete"],
+                best.number,
+                best.value,
+                best.params,
+            )
         else:
             log.warning("The study %r has no complete trial (%s): no best trial to report.", self.study_name, counts)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -319,7 +376,9 @@ class OptunaPruning(L.Callback):
 
     def trial(self) -> optuna.Trial:
         if self._trial is None:
-            study = optuna.load_study(study_name=self.study_name, storage=open_storage(self.storage), pruner=self.pruner)
+            study = optuna.load_study(
+                study_name=self.study_name, storage=open_storage(self.storage), pruner=self.pruner
+            )
             [frozen] = [t for t in study.get_trials(deepcopy=False) if t.number == self.trial_number]
             # the trial the sweeper asked, reopened in this process (Optuna has no public lookup of
             # a trial's id by its number; the Trial constructor is public)
@@ -343,4 +402,9 @@ class OptunaPruning(L.Callback):
             self.pruned_at_epoch = trainer.current_epoch
             if trainer.is_global_zero:
                 self.trial().study.tell(self.trial_number, state=TrialState.PRUNED)
-                log.info("Pruned by the study's pruner after epoch %d (%s = %.4f).", trainer.current_epoch, self.monitor, value)
+                log.info(
+                    "Pruned by the study's pruner after epoch %d (%s = %.4f).",
+                    trainer.current_epoch,
+                    self.monitor,
+                    value,
+                )

@@ -18,7 +18,6 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-
 #: log(2 pi), for Gaussian log densities.
 LOG_2PI = math.log(2.0 * math.pi)
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, read_write
 from vae_zoo.config import config_dir
 from vae_zoo.console import ConsoleLog, lightning_logs_through_root, quiet_known_noise
 from vae_zoo.errors import Preempted, VaeZooError, report_and_exit, report_or_reraise
+from vae_zoo.extras import check_launcher
 from vae_zoo.run_config import register_continued_run_from_argv
 
 
@@ -53,7 +54,9 @@ def _main(cfg: DictConfig) -> float:
             from rich.console import Console
             from rich.markup import escape
 
-            Console(stderr=True).print(f"[bold yellow]preempted:[/bold yellow] {escape(str(stop))}", soft_wrap=True, highlight=False)
+            Console(stderr=True).print(
+                f"[bold yellow]preempted:[/bold yellow] {escape(str(stop))}", soft_wrap=True, highlight=False
+            )
             raise SystemExit(stop.exit_code) from None
 
 
@@ -62,6 +65,7 @@ def main() -> None:
     quiet_known_noise()
     groups = {path.name for path in config_dir().iterdir() if path.is_dir()}
     try:
+        check_launcher(sys.argv[1:])
         register_continued_run_from_argv(sys.argv[1:], groups)
     except VaeZooError as error:
         report_and_exit(error)

@@ -11,8 +11,10 @@ from vae_zoo.models.base import ELBOModule, ELBOTerms
 
 def mmd(a: Tensor, b: Tensor) -> Tensor:
     """Squared MMD between two samples with a Gaussian kernel of width sqrt(latent_dim)."""
+
     def kernel(x: Tensor, y: Tensor) -> Tensor:
         return torch.exp(-torch.cdist(x, y).pow(2) / x.shape[1]).mean()
+
     return kernel(a, a) + kernel(b, b) - 2 * kernel(a, b)
 
 

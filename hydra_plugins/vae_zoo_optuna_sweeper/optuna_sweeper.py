@@ -16,22 +16,42 @@ from omegaconf import DictConfig
 class OptunaSweeper(Sweeper):
     """Trials of one Optuna study in shared storage; see :mod:`vae_zoo.search`."""
 
-    def __init__(self, study_name: str, storage: str, direction: str = "maximize", n_trials: int = 20, n_jobs: int = 1,
-                 sampler: Any = None, pruner: Any = None, params: Any = None, max_failure_rate: float = 0.0):
-        self.settings = dict(study_name=study_name, storage=storage, direction=direction, n_trials=n_trials, n_jobs=n_jobs,
-                             sampler=sampler, pruner=pruner, params=params, max_failure_rate=max_failure_rate)
+    def __init__(
+        self,
+        study_name: str,
+        storage: str,
+        direction: str = "maximize",
+        n_trials: int = 20,
+        n_jobs: int = 1,
+        sampler: Any = None,
+        pruner: Any = None,
+        params: Any = None,
+        max_failure_rate: float = 0.0,
+    ):
+        self.settings = dict(
+            study_name=study_name,
+            storage=storage,
+            direction=direction,
+            n_trials=n_trials,
+            n_jobs=n_jobs,
+            sampler=sampler,
+            pruner=pruner,
+            params=params,
+            max_failure_rate=max_failure_rate,
+        )
         self.launcher: Any = None
         self.config: DictConfig | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
-        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def sweep(self, arguments: Sequence[str]) -> Any:
-        try:
-            from vae_zoo.search import OptunaSearch
-        except ImportError as error:
-            if error.name != "optuna":
-                raise
-            raise ImportError("hparams_search=optuna needs Optuna: pip install 'vae_zoo[optuna]'.") from None
+        from vae_zoo.extras import require
+
+        require("optuna", "hparams_search=optuna")
+        from vae_zoo.search import OptunaSearch
+
         return OptunaSearch(**self.settings).run(self.launcher, self.config, arguments)

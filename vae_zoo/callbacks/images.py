@@ -67,7 +67,13 @@ class MediaCallback(L.Callback):
         raise NotImplementedError
 
     def on_validation_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         # validation is not shuffled: its first batch is the same every epoch
         if self.fixed_batch is None and batch_idx == 0:
@@ -141,7 +147,9 @@ class LatentTraversals(MediaCallback):
 
     name = "traversals"
 
-    def __init__(self, dirpath: str, every_n_epochs: int = 1, num_dims: int = 8, num_values: int = 9, span: float = 3.0):
+    def __init__(
+        self, dirpath: str, every_n_epochs: int = 1, num_dims: int = 8, num_values: int = 9, span: float = 3.0
+    ):
         super().__init__(dirpath, every_n_epochs, num_images=1)
         self.num_dims, self.num_values, self.span = num_dims, num_values, span
 
@@ -247,4 +255,6 @@ class CodebookUsage(MediaCallback):
         usage = quantizer.usage.sort(descending=True).values.cpu().tolist()
         dead = sum(u < quantizer.dead_code_threshold for u in usage)
         title = f"Codebook usage, epoch {inputs.epoch}\n{dead}/{quantizer.num_codes} dead codes"
-        return bar_chart(usage, title, "code (sorted by usage)", "assignments per batch (EMA)", quantizer.dead_code_threshold)
+        return bar_chart(
+            usage, title, "code (sorted by usage)", "assignments per batch (EMA)", quantizer.dead_code_threshold
+        )

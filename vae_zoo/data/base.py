@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_warn
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -51,7 +51,6 @@ from vae_zoo.errors import ConfigError
 
 Split = dict[str, Tensor]
 BINARIZE_MODES = (None, "static", "dynamic")
-
 
 
 def data_folder(root: str | os.PathLike, holds: str = "the data", setting: str = "data.root") -> Path:
@@ -122,7 +121,9 @@ def split_at_random(split: Split, sizes: Mapping[str, int | None], seed: int) ->
     fixed = sum(size for size in sizes.values() if size is not None)
     if any(size is not None and size < 1 for size in sizes.values()) or fixed > total - (None in sizes.values()):
         parts = ", ".join(f"{name}={'rest' if size is None else size}" for name, size in sizes.items())
-        raise ConfigError(f"Cannot cut {total} items into {parts}: each part needs at least one item. Change the split sizes in the data config.")
+        raise ConfigError(
+            f"Cannot cut {total} items into {parts}: each part needs at least one item. Change the split sizes in the data config."
+        )
     order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
     parts, start = {}, 0
     for name, size in sizes.items():
@@ -231,7 +232,9 @@ class InMemoryDataModule(L.LightningDataModule):
         self.corruption = check_corruption(corruption)
         self.train_classes = None if train_classes is None else [int(label) for label in train_classes]
         if self.train_classes is not None and not self.train_classes:
-            raise ConfigError("data.train_classes is empty: list the labels to train on, e.g. [0,1,2], or null for all.")
+            raise ConfigError(
+                "data.train_classes is empty: list the labels to train on, e.g. [0,1,2], or null for all."
+            )
         self.splits: dict[str, Split] | None = None
 
     @property
@@ -272,11 +275,15 @@ class InMemoryDataModule(L.LightningDataModule):
         """The train and val splits without the examples whose label is not in ``train_classes``
         (a copy of what is kept; the test split is left as it is)."""
         if "label" not in splits["train"]:
-            raise ConfigError(f"data.train_classes needs labels, and {type(self).__name__} has none. Set data.train_classes=null.")
+            raise ConfigError(
+                f"data.train_classes needs labels, and {type(self).__name__} has none. Set data.train_classes=null."
+            )
         present = splits["train"]["label"].unique().tolist()
         missing = sorted(set(self.train_classes) - set(present))
         if missing:
-            raise ConfigError(f"data.train_classes={self.train_classes} names labels the training split does not have: {missing} (it has {present}).")
+            raise ConfigError(
+                f"data.train_classes={self.train_classes} names labels the training split does not have: {missing} (it has {present})."
+            )
         kept = {}
         for name, split in splits.items():
             if name in ("train", "val"):
@@ -302,7 +309,11 @@ class InMemoryDataModule(L.LightningDataModule):
         on_device = self._move_splits_to_the_device()
         dataset = TensorBatches(self.splits[split])
         overfitting = getattr(self.trainer, "overfit_batches", 0) > 0  # the same first batches every epoch
-        sampler = IndexBatchSampler(len(dataset), batch_size, shuffle=True) if shuffle and not overfitting else InOrderBatchSampler(len(dataset), batch_size)
+        sampler = (
+            IndexBatchSampler(len(dataset), batch_size, shuffle=True)
+            if shuffle and not overfitting
+            else InOrderBatchSampler(len(dataset), batch_size)
+        )
         return DataLoader(
             dataset,
             sampler=sampler,

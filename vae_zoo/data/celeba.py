@@ -28,6 +28,7 @@ from torch import Tensor
 from vae_zoo.data.base import data_folder, try_download
 from vae_zoo.data.cached import CachedImagesDataModule, ImageList
 from vae_zoo.errors import ConfigError, DataError, DataNotFoundError
+from vae_zoo.extras import require
 
 NUM_ATTRIBUTES = 40
 PARTITION_TABLE, ATTRIBUTE_TABLE = "list_eval_partition", "list_attr_celeba"
@@ -108,8 +109,12 @@ class CelebADataModule(CachedImagesDataModule):
         **kwargs,
     ):
         if num_classes != NUM_ATTRIBUTES:
-            raise ConfigError(f"CelebA has {NUM_ATTRIBUTES} attributes; got data.num_classes={num_classes}. Set it to 40.")
-        super().__init__(root=root, crop=crop, image_size=image_size, channels=channels, num_classes=num_classes, **kwargs)
+            raise ConfigError(
+                f"CelebA has {NUM_ATTRIBUTES} attributes; got data.num_classes={num_classes}. Set it to 40."
+            )
+        super().__init__(
+            root=root, crop=crop, image_size=image_size, channels=channels, num_classes=num_classes, **kwargs
+        )
         data_folder(self.root, holds=f"{self.folder}/")
         self.download = download
         self.attribute_names: list[str] | None = None
@@ -121,8 +126,11 @@ class CelebADataModule(CachedImagesDataModule):
 
     def _locate(self) -> dict[str, Path | None]:
         """The partition table, the attribute table and the image folder, where found."""
+
         def table(stem: str) -> Path | None:
-            return next((p for p in (self.base_folder / f"{stem}.{ext}" for ext in ("txt", "csv")) if p.is_file()), None)
+            return next(
+                (p for p in (self.base_folder / f"{stem}.{ext}" for ext in ("txt", "csv")) if p.is_file()), None
+            )
 
         def holds_jpegs(folder: Path) -> bool:
             return (self.base_folder / folder).is_dir() and any((self.base_folder / folder).glob("*.jpg"))
@@ -143,8 +151,12 @@ class CelebADataModule(CachedImagesDataModule):
         found = self._locate()
         if not self._missing(found):
             return found
+        if self.download:  # torchvision downloads CelebA from Google Drive with gdown
+            require("celeba", "Downloading CelebA (data.download=true)")
         problem = try_download(
-            lambda: torchvision.datasets.CelebA(str(self.root), split="all", target_type="attr", download=True), self.download, self.root
+            lambda: torchvision.datasets.CelebA(str(self.root), split="all", target_type="attr", download=True),
+            self.download,
+            self.root,
         )
         found = self._locate()
         if missing := self._missing(found):

@@ -16,6 +16,7 @@ runs no code from it.
 
 from __future__ import annotations
 
+import importlib
 import pickle
 from pathlib import Path
 from typing import Any
@@ -32,14 +33,19 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 SOURCE = "https://www.cs.toronto.edu/~kriz/cifar.html (cifar-10-python.tar.gz)"
 _FIX = f"Delete it and run again with data.download=true, or download CIFAR-10 again from {SOURCE}."
 
-_multiarray = (np._core if hasattr(np, "_core") else np.core).multiarray  # numpy 2 renamed core to _core
+# numpy 2 renamed core to _core (numpy 1.26 has a _core too, without multiarray)
+_multiarray = importlib.import_module(
+    "numpy._core.multiarray" if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else "numpy.core.multiarray"
+)
 
 
 def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
     """``_codecs.encode`` as a pickle uses it: Python 3 writes ``bytes`` under protocols 0-2
     (the CIFAR batches' protocol) as ``_codecs.encode(<str>, "latin1")``. Only that is done."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r}) is not how a pickle stores bytes")
+        raise pickle.UnpicklingError(
+            f"_codecs.encode({type(text).__name__}, {encoding!r}) is not how a pickle stores bytes"
+        )
     return text.encode("latin1")
 
 
@@ -88,7 +94,9 @@ def _integer_array(value: Any, path: Path, key: str, dtype: type) -> np.ndarray:
     try:
         array = value if isinstance(value, np.ndarray) else np.asarray(value)
     except (TypeError, ValueError) as error:  # e.g. a ragged list
-        raise DataError(f"{path} is not a CIFAR-10 batch: {key} is not an array of integers ({error}). {_FIX}") from error
+        raise DataError(
+            f"{path} is not a CIFAR-10 batch: {key} is not an array of integers ({error}). {_FIX}"
+        ) from error
     # An object array would hold arbitrary objects; np.asarray([]) is float64, so an empty list passes.
     if array.dtype.kind not in "ui" and (isinstance(value, np.ndarray) or array.size):
         raise DataError(f"{path} is not a CIFAR-10 batch: {key} holds {array.dtype} values, not integers. {_FIX}")
@@ -122,17 +130,27 @@ def read_cifar_batch(path: Path) -> tuple[Tensor, Tensor]:
     except DataError:
         raise
     except OSError as error:
-        raise DataError(f"{path} cannot be read ({error.strerror or error}). Make it readable, or delete it and run again with data.download=true.") from error
+        raise DataError(
+            f"{path} cannot be read ({error.strerror or error}). Make it readable, or delete it and run again with data.download=true."
+        ) from error
     except Exception as error:  # no code runs while unpickling: any failure means a malformed file
-        raise DataError(f"{path} is not a CIFAR-10 batch: it is not a readable pickle ({type(error).__name__}: {' '.join(str(error).split())}). {_FIX}") from error
+        raise DataError(
+            f"{path} is not a CIFAR-10 batch: it is not a readable pickle ({type(error).__name__}: {' '.join(str(error).split())}). {_FIX}"
+        ) from error
     if not (isinstance(batch, dict) and b"data" in batch and b"labels" in batch):
-        raise DataError(f"{path} is not a CIFAR-10 batch: it holds a {type(batch).__name__}, not a dict with b'data' and b'labels'. {_FIX}")
+        raise DataError(
+            f"{path} is not a CIFAR-10 batch: it holds a {type(batch).__name__}, not a dict with b'data' and b'labels'. {_FIX}"
+        )
     data = _integer_array(batch[b"data"], path, "b'data'", np.uint8)
     labels = _integer_array(batch[b"labels"], path, "b'labels'", np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (len(data),):
-        raise DataError(f"{path} is not a CIFAR-10 batch: expected data (N, 3072) and labels (N,), got {data.shape} and {labels.shape}. {_FIX}")
+        raise DataError(
+            f"{path} is not a CIFAR-10 batch: expected data (N, 3072) and labels (N,), got {data.shape} and {labels.shape}. {_FIX}"
+        )
     if len(labels) and not (labels.min() >= 0 and labels.max() < len(CLASSES)):
-        raise DataError(f"{path} is not a CIFAR-10 batch: labels must be in [0, {len(CLASSES)}), got [{labels.min()}, {labels.max()}]. {_FIX}")
+        raise DataError(
+            f"{path} is not a CIFAR-10 batch: labels must be in [0, {len(CLASSES)}), got [{labels.min()}, {labels.max()}]. {_FIX}"
+        )
     return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
 
 
@@ -179,7 +197,9 @@ class CIFAR10DataModule(InMemoryDataModule):
             return
         # torchvision unpickles the batches with a plain pickle.load, but only after checking
         # each file's MD5 against the official one's, so no crafted file reaches it.
-        problem = try_download(lambda: torchvision.datasets.CIFAR10(str(self.root), train=True, download=True), self.download, self.root)
+        problem = try_download(
+            lambda: torchvision.datasets.CIFAR10(str(self.root), train=True, download=True), self.download, self.root
+        )
         if missing := self.missing_files():
             raise DataNotFoundError(
                 f"CIFAR-10 files not found in {self.batch_folder.resolve()}: {', '.join(missing)}. {problem} "

@@ -123,7 +123,9 @@ class DSpritesDataModule(InMemoryDataModule):
         if self._checked or self.path.is_file():
             return
         self._checked = True
-        problem = try_download(lambda: download_url(URL, str(self.path.parent), FILE_NAME), self.download, self.path.parent)
+        problem = try_download(
+            lambda: download_url(URL, str(self.path.parent), FILE_NAME), self.download, self.path.parent
+        )
         if self.path.is_file():
             return
         if self.require_file:

@@ -24,7 +24,11 @@ def find_images(root: Path) -> list[Path]:
     found = []
     for folder, subfolders, names in os.walk(root, followlinks=True):
         subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-        found += [Path(folder, n).relative_to(root) for n in names if not n.startswith(".") and has_file_allowed_extension(n, IMG_EXTENSIONS)]
+        found += [
+            Path(folder, n).relative_to(root)
+            for n in names
+            if not n.startswith(".") and has_file_allowed_extension(n, IMG_EXTENSIONS)
+        ]
     return sorted(found)
 
 
@@ -70,7 +74,9 @@ class ImageFolderDataModule(CachedImagesDataModule):
                 "data.val_fraction and data.test_fraction must be > 0 and sum to less than 1, got "
                 f"{val_fraction} and {test_fraction}."
             )
-        super().__init__(root=root, crop=crop, image_size=image_size, channels=channels, num_classes=num_classes, **kwargs)
+        super().__init__(
+            root=root, crop=crop, image_size=image_size, channels=channels, num_classes=num_classes, **kwargs
+        )
         data_folder(self.root, holds="the images (in class subfolders or not)")
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.classes: list[str] | None = None
@@ -120,4 +126,3 @@ class ImageFolderDataModule(CachedImagesDataModule):
                 f"{self.val_fraction} and test_fraction={self.test_fraction} with at least one image each."
             )
         return {"val": val, "test": test, "train": total - val - test}
-

@@ -97,7 +97,9 @@ class Preprocess:
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
-            raise ConfigError(f"Images can be cached with 1 (grey) or 3 (RGB) channels; got data.channels={self.channels}.")
+            raise ConfigError(
+                f"Images can be cached with 1 (grey) or 3 (RGB) channels; got data.channels={self.channels}."
+            )
         if self.image_size < 1 or (self.crop is not None and self.crop < 1):
             raise ConfigError(f"data.image_size and data.crop must be positive, got {self.image_size} and {self.crop}.")
 
@@ -118,9 +120,7 @@ class Preprocess:
             # draft() may shrink the decoded image; the crop box is in decoded pixels.
             sx, sy = image.size[0] / width, image.size[1] / height
             box = ((width - side) / 2 * sx, (height - side) / 2 * sy, (width + side) / 2 * sx, (height + side) / 2 * sy)
-            resized = image.convert(mode).resize(
-                (self.image_size, self.image_size), Image.Resampling.BILINEAR, box=box
-            )
+            resized = image.convert(mode).resize((self.image_size, self.image_size), Image.Resampling.BILINEAR, box=box)
         array = np.asarray(resized)
         return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
@@ -262,14 +262,25 @@ def _decode_all(
                 yield index, image, error
 
 
-def _build(files: _CacheFiles, root: Path, sources: Sequence[Path], preprocess: Preprocess, workers: int, description: str) -> None:
+def _build(
+    files: _CacheFiles, root: Path, sources: Sequence[Path], preprocess: Preprocess, workers: int, description: str
+) -> None:
     """Decode every source into ``files.data`` and write the manifest (see the module doc)."""
     shape = (len(sources), preprocess.channels, preprocess.image_size, preprocess.image_size)
     suffix = f".tmp-{os.getpid()}"
-    data_tmp, manifest_tmp = (files.data.with_name(files.data.name + suffix), files.manifest.with_name(files.manifest.name + suffix))
+    data_tmp, manifest_tmp = (
+        files.data.with_name(files.data.name + suffix),
+        files.manifest.with_name(files.manifest.name + suffix),
+    )
     images = np.memmap(data_tmp, dtype=np.uint8, mode="w+", shape=shape)
     skipped, rows = [], 0
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns) as progress:
         task = progress.add_task(description, total=len(sources))
         for index, image, error in _decode_all([root / p for p in sources], preprocess, workers):
@@ -305,7 +316,10 @@ def _build(files: _CacheFiles, root: Path, sources: Sequence[Path], preprocess: 
         examples = ", ".join(s.path for s in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
         log.warning(
             "Skipped %d of %d images that could not be read (%s); the list with the errors is in %s",
-            len(skipped), len(sources), examples, files.manifest,
+            len(skipped),
+            len(sources),
+            examples,
+            files.manifest,
         )
 
 
@@ -346,7 +360,9 @@ def load_or_build(
     files = next((files for files in candidates if files.writable()), None)
     if files is None:
         tried = ", ".join(str(f.folder) for f in candidates)
-        raise DataError(f"No folder to write the image cache to: tried {tried}. Set data.cache_dir to a writable folder.")
+        raise DataError(
+            f"No folder to write the image cache to: tried {tried}. Set data.cache_dir to a writable folder."
+        )
     with files.locked():
         if (cached := files.open()) is None:  # another process may have built it meanwhile
             description = f"Caching {len(sources)} images as {preprocess.tag} in {files.folder}"

@@ -23,7 +23,6 @@ from torch import Tensor
 from vae_zoo.data.base import InMemoryDataModule, Split, data_folder, split_at_random, try_download
 from vae_zoo.errors import DataError, DataNotFoundError
 
-
 # IDX type codes (LeCun et al.): 0x08 is unsigned byte, the only type MNIST uses.
 _IDX_UBYTE = 0x08
 MNIST_SOURCE = "http://yann.lecun.com/exdb/mnist/ (mirror: https://ossci-datasets.s3.amazonaws.com/mnist/)"
@@ -65,15 +64,23 @@ def read_idx(path: Path, source: str = MNIST_SOURCE) -> Tensor:
     except zlib.error as error:
         raise DataError(f"{path} is corrupt: its gzip data does not decompress ({error}). {fix}") from error
     except OSError as error:
-        raise DataError(f"{path} cannot be read ({error.strerror or error}). Make it readable, or delete it and run again with data.download=true.") from error
+        raise DataError(
+            f"{path} cannot be read ({error.strerror or error}). Make it readable, or delete it and run again with data.download=true."
+        ) from error
     if len(data) < 4:
-        raise DataError(f"{path} is not an IDX file: it holds {len(data)} bytes, fewer than the 4 of an IDX header. {fix}")
+        raise DataError(
+            f"{path} is not an IDX file: it holds {len(data)} bytes, fewer than the 4 of an IDX header. {fix}"
+        )
     zero, dtype_code, ndim = data[0] << 8 | data[1], data[2], data[3]
     if zero != 0 or dtype_code != _IDX_UBYTE or ndim == 0:
-        raise DataError(f"{path} is not an unsigned-byte IDX file (header {data[:4].hex()}, expected 0000 08 then the number of dimensions). {fix}")
+        raise DataError(
+            f"{path} is not an unsigned-byte IDX file (header {data[:4].hex()}, expected 0000 08 then the number of dimensions). {fix}"
+        )
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
-        raise DataError(f"{path} is truncated: it holds {len(data)} bytes, fewer than its {header_size}-byte header. {fix}")
+        raise DataError(
+            f"{path} is truncated: it holds {len(data)} bytes, fewer than its {header_size}-byte header. {fix}"
+        )
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = math.prod(shape)
     if len(data) - header_size != expected:
@@ -160,7 +167,9 @@ class MNISTDataModule(InMemoryDataModule):
             images, labels = read_idx(images_path, self.source), read_idx(labels_path, self.source)
             fix = fetch_again(self.source)
             if images.ndim != 3:
-                raise DataError(f"{images_path} holds an array of shape {tuple(images.shape)}, not (N, height, width) images. {fix}")
+                raise DataError(
+                    f"{images_path} holds an array of shape {tuple(images.shape)}, not (N, height, width) images. {fix}"
+                )
             if labels.shape != (len(images),):
                 raise DataError(
                     f"{labels_path} holds labels of shape {tuple(labels.shape)}, but {images_path.name} holds "

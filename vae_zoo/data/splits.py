@@ -29,14 +29,18 @@ class SplitBatches:
         max_examples: the first this many examples of the split only (None: all).
     """
 
-    def __init__(self, datamodule: InMemoryDataModule, split: str, device: torch.device, max_examples: int | None = None):
+    def __init__(
+        self, datamodule: InMemoryDataModule, split: str, device: torch.device, max_examples: int | None = None
+    ):
         if split not in ("test", "val"):
             raise ConfigError(f"The split to evaluate must be test or val, got {split!r}.")
         self.datamodule, self.split, self.device = datamodule, split, device
         total = len(datamodule.splits[split]["image"])
         self.num_examples = total if max_examples is None else min(max_examples, total)
         if self.num_examples < 2:
-            raise ConfigError(f"The {split} split has {self.num_examples} example(s) to evaluate; at least two are needed.")
+            raise ConfigError(
+                f"The {split} split has {self.num_examples} example(s) to evaluate; at least two are needed."
+            )
 
     def __call__(self, max_examples: int | None = None) -> Iterator[dict[str, Tensor]]:
         """One pass over the first ``max_examples`` (default: all ``num_examples``) examples."""

@@ -61,6 +61,7 @@ def _geometry(sprite_size: float) -> tuple[float, float, float, float]:
     radius = half * math.sqrt(2.0)
     return half, radius, radius + _MARGIN, 1.0 - radius - _MARGIN
 
+
 # Ellipse u^2 + (v / _ELLIPSE_MINOR)^2 <= 1: semi-axes 1 along u and _ELLIPSE_MINOR along v.
 _ELLIPSE_MINOR = 0.5
 # The classic heart (x^2 + y^2 - 1)^3 - x^2 y^3 <= 0 spans x in [-1.139, 1.139] and
@@ -103,9 +104,7 @@ def sample_factor_classes(n: int, generator: torch.Generator) -> Tensor:
     Returns:
         ``(n, 5)`` int64 class indices in the order of :data:`FACTOR_NAMES`.
     """
-    return torch.stack(
-        [torch.randint(size, (n,), generator=generator) for size in FACTOR_SIZES], dim=1
-    )
+    return torch.stack([torch.randint(size, (n,), generator=generator) for size in FACTOR_SIZES], dim=1)
 
 
 def _inside(shape: int, u: Tensor, v: Tensor) -> Tensor:
@@ -192,11 +191,11 @@ def render_sprites(classes: Tensor, image_size: int = 64, chunk_size: int = 4096
         Columns follow pos_x, rows (top to bottom) follow pos_y.
     """
     if classes.ndim != 2 or classes.shape[1] != len(FACTOR_NAMES):
-        raise ValueError(
-            f"classes must have shape (N, {len(FACTOR_NAMES)}), got {tuple(classes.shape)}"
-        )
+        raise ValueError(f"classes must have shape (N, {len(FACTOR_NAMES)}), got {tuple(classes.shape)}")
     if not 0.0 < sprite_size <= MAX_SPRITE_SIZE:
-        raise ConfigError(f"data.sprite_size must be in (0, {MAX_SPRITE_SIZE}] (1 = dSprites' sizes), got {sprite_size}.")
+        raise ConfigError(
+            f"data.sprite_size must be in (0, {MAX_SPRITE_SIZE}] (1 = dSprites' sizes), got {sprite_size}."
+        )
     classes = classes.cpu().long()
     images = torch.empty((classes.shape[0], 1, image_size, image_size), dtype=torch.uint8)
     for start in range(0, classes.shape[0], chunk_size):
@@ -251,8 +250,7 @@ class SpritesDataModule(InMemoryDataModule):
     ):
         if channels != 1:
             raise ConfigError(
-                f"Sprites are binary one-channel images; got data.channels={channels}. "
-                "Set data.channels=1."
+                f"Sprites are binary one-channel images; got data.channels={channels}. Set data.channels=1."
             )
         super().__init__(image_size=image_size, channels=channels, num_classes=num_classes, **kwargs)
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}

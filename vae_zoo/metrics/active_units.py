@@ -17,7 +17,7 @@ from vae_zoo.stats import ACTIVE_UNIT_THRESHOLD, ExampleMeans, variance_from_mea
 
 
 @torch.no_grad()
-def posterior_mean_variance(model: "ELBOModule", batches: Iterable[Mapping[str, Tensor]]) -> Tensor:
+def posterior_mean_variance(model: ELBOModule, batches: Iterable[Mapping[str, Tensor]]) -> Tensor:
     """A_u for each latent dimension: the variance over examples of E_q[z_u | x] (latent_dim,).
 
     ``batches`` yields model-ready batches (float images on the model's device).
@@ -35,6 +35,8 @@ def posterior_mean_variance(model: "ELBOModule", batches: Iterable[Mapping[str, 
     return variance_from_means(result["mean"], result["mean_sq"], result["count"])
 
 
-def active_units(model: "ELBOModule", batches: Iterable[Mapping[str, Tensor]], threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
+def active_units(
+    model: ELBOModule, batches: Iterable[Mapping[str, Tensor]], threshold: float = ACTIVE_UNIT_THRESHOLD
+) -> int:
     """Number of latent dimensions with A_u > ``threshold``."""
     return int((posterior_mean_variance(model, batches) > threshold).sum())

@@ -73,9 +73,7 @@ def ood_detection_scores(in_distribution_scores: Tensor, out_of_distribution_sco
     scores_in = torch.as_tensor(in_distribution_scores).detach().flatten().double().cpu()
     scores_out = torch.as_tensor(out_of_distribution_scores).detach().flatten().double().cpu()
     if scores_in.numel() == 0 or scores_out.numel() == 0:
-        raise ValueError(
-            f"Need in- and out-of-distribution scores, got {scores_in.numel()} and {scores_out.numel()}."
-        )
+        raise ValueError(f"Need in- and out-of-distribution scores, got {scores_in.numel()} and {scores_out.numel()}.")
     scores = torch.cat([scores_in, scores_out])
     if torch.isnan(scores).any():
         raise ValueError("Anomaly scores contain NaN; check the model's ELBO on these inputs.")
@@ -92,9 +90,7 @@ def ood_detection_scores(in_distribution_scores: Tensor, out_of_distribution_sco
 
 
 @torch.no_grad()
-def negative_elbo_scores(
-    model: "ELBOModule", batches: Iterable[Mapping[str, Tensor]], num_samples: int = 1
-) -> Tensor:
+def negative_elbo_scores(model: ELBOModule, batches: Iterable[Mapping[str, Tensor]], num_samples: int = 1) -> Tensor:
     """Per-example negative ELBO, an anomaly score in nats (higher = less likely under the model).
 
     Args:

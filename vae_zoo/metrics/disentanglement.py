@@ -275,7 +275,7 @@ def factor_vae_score(
 # ------------------------------------------------------------------- codes of a model
 @torch.no_grad()
 def latent_codes_and_factors(
-    model: "ELBOModule", batches: Iterable[Mapping[str, Tensor]], factor_key: str = "factors"
+    model: ELBOModule, batches: Iterable[Mapping[str, Tensor]], factor_key: str = "factors"
 ) -> tuple[Tensor, Tensor]:
     """The model's deterministic latent codes and the ground-truth factors of a dataset.
 

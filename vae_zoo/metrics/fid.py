@@ -31,6 +31,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
 
 from vae_zoo.errors import VaeZooError
+from vae_zoo.extras import installed
 
 #: The Inception-v3 weights torch-fidelity (and so torchmetrics) uses, converted from the
 #: TensorFlow graph of the original FID code; it downloads them into torch hub's cache.
@@ -137,7 +138,7 @@ class ClassifierFeatureExtractor(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "ClassifierFeatureExtractor":
+    def train(self, mode: bool = True) -> ClassifierFeatureExtractor:
         """Stay in eval mode (a metric's feature map must not change); train the weights by
         calling ``requires_grad_(True)`` and :meth:`logits` in your own loop."""
         return super().train(False)
@@ -155,7 +156,7 @@ class ClassifierFeatureExtractor(nn.Module):
         torch.save({"config": self.config, "state_dict": self.state_dict()}, path)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, name: str | None = None) -> "ClassifierFeatureExtractor":
+    def from_checkpoint(cls, path: str | os.PathLike, name: str | None = None) -> ClassifierFeatureExtractor:
         """Load an extractor written by :meth:`save_checkpoint`; ``name`` defaults to the file name."""
         path = Path(path)
         if not path.is_file():
@@ -193,8 +194,13 @@ def train_classifier_extractor(
     Returns:
         The extractor (eval mode, no gradients) and its accuracy on ``test_batches``, a share.
     """
-    extractor = ClassifierFeatureExtractor(in_channels=in_channels, num_features=num_features, num_classes=num_classes,
-                                           hidden_channels=hidden_channels, seed=seed)
+    extractor = ClassifierFeatureExtractor(
+        in_channels=in_channels,
+        num_features=num_features,
+        num_classes=num_classes,
+        hidden_channels=hidden_channels,
+        seed=seed,
+    )
     extractor.requires_grad_(True)
     optimizer = torch.optim.Adam(extractor.parameters(), lr=lr)
     for _ in range(epochs):
@@ -257,9 +263,9 @@ def inception_v3_features(
     )
     if feature_layer not in INCEPTION_FEATURE_LAYERS:
         raise ValueError(f"feature_layer must be one of {INCEPTION_FEATURE_LAYERS}, got {feature_layer}.")
-    if not _TORCH_FIDELITY_AVAILABLE:
+    if not _TORCH_FIDELITY_AVAILABLE or not installed("fid"):
         raise FeatureExtractorUnavailableError(
-            "Inception-v3 FID features need the torch-fidelity package (pip install torch-fidelity) "
+            "Inception-v3 FID features need the torch-fidelity package (pip install 'vae_zoo[fid]') "
             f"and its weights ({INCEPTION_WEIGHTS_URL}). {alternative}"
         )
     if weights_path is not None and not Path(weights_path).is_file():

@@ -87,7 +87,9 @@ def importance_sampled_log_likelihood(
         log_sum_weights = torch.full((x.shape[0],), -math.inf, dtype=x.dtype, device=x.device)
         for start in range(0, num_samples, chunk_size):
             chunk = min(chunk_size, num_samples - start)
-            log_weights = model.log_importance_weights(x, chunk, condition, target, generator, posterior=posterior).log_weights
+            log_weights = model.log_importance_weights(
+                x, chunk, condition, target, generator, posterior=posterior
+            ).log_weights
             log_sum_weights = torch.logaddexp(log_sum_weights, torch.logsumexp(log_weights, dim=1))
         return log_sum_weights - math.log(num_samples)
     finally:
@@ -96,7 +98,7 @@ def importance_sampled_log_likelihood(
 
 @torch.no_grad()
 def importance_sampled_log_likelihoods(
-    model: "ELBOModule",
+    model: ELBOModule,
     batches: Iterable[Mapping[str, Tensor]],
     num_samples: int = 1000,
     chunk_size: int = 100,

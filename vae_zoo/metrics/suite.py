@@ -29,7 +29,12 @@ from vae_zoo.errors import ConfigError
 from vae_zoo.metrics.active_units import ACTIVE_UNIT_THRESHOLD, active_units
 from vae_zoo.metrics.anomaly import negative_elbo_scores, ood_detection_scores
 from vae_zoo.metrics.dci import dci
-from vae_zoo.metrics.disentanglement import MIG_NUM_BINS, factor_vae_score, latent_codes_and_factors, mutual_information_gap
+from vae_zoo.metrics.disentanglement import (
+    MIG_NUM_BINS,
+    factor_vae_score,
+    latent_codes_and_factors,
+    mutual_information_gap,
+)
 from vae_zoo.metrics.fid import FeatureExtractorUnavailableError, frechet_distance
 from vae_zoo.metrics.likelihood import importance_sampled_log_likelihoods
 from vae_zoo.stats import bits_per_dim
@@ -110,9 +115,17 @@ class ELBOAndReconstruction(EvaluationMetric):
         mean_elbo = elbo_per_example.mean().item()
         report.add("elbo", mean_elbo, "nats/example", note="E_q[log p(x|z)] - KL, one posterior sample per example")
         report.add("recon", torch.cat(recon).double().mean().item(), "nats/example", note="-E_q[log p(x|z)]")
-        kl_note = "KL(q(z|x) || N(0, I))" if model.capabilities.gaussian_posterior else "constant: log K per latent position"
+        kl_note = (
+            "KL(q(z|x) || N(0, I))" if model.capabilities.gaussian_posterior else "constant: log K per latent position"
+        )
         report.add("kl", torch.cat(kl).double().mean().item(), "nats/example", note=kl_note)
-        report.add("bits_per_dim", bits_per_dim(-mean_elbo, model.data_dim), "bits/dim", note="-ELBO / (D ln 2)", D=model.data_dim)
+        report.add(
+            "bits_per_dim",
+            bits_per_dim(-mean_elbo, model.data_dim),
+            "bits/dim",
+            note="-ELBO / (D ln 2)",
+            D=model.data_dim,
+        )
         report.add("mse", mse.compute().item(), "per pixel", note="mean squared error, images in [0, 1]")
         report.add("psnr", psnr.compute().item(), "dB", note="per image (data range 1), averaged")
         report.add("ssim", ssim.compute().item(), "", note="structural similarity (Wang et al. 2004), in [-1, 1]")
@@ -145,9 +158,19 @@ class ImportanceSampledNLL(EvaluationMetric):
         beside = {}
         if "elbo_per_example" in context.shared:
             beside["elbo_same_examples"] = context.shared["elbo_per_example"][:count].mean().item()
-        report.add("nll", nll, "nats/example", k=self.num_samples, num_examples=count, standard_error=standard_error,
-                   **beside, note="standard_error: over the examples (std / sqrt(n))")
-        report.add("nll_bits_per_dim", bits_per_dim(nll, model.data_dim), "bits/dim", k=self.num_samples, num_examples=count)
+        report.add(
+            "nll",
+            nll,
+            "nats/example",
+            k=self.num_samples,
+            num_examples=count,
+            standard_error=standard_error,
+            **beside,
+            note="standard_error: over the examples (std / sqrt(n))",
+        )
+        report.add(
+            "nll_bits_per_dim", bits_per_dim(nll, model.data_dim), "bits/dim", k=self.num_samples, num_examples=count
+        )
 
 
 class ActiveUnits(EvaluationMetric):
@@ -160,7 +183,13 @@ class ActiveUnits(EvaluationMetric):
 
     def compute(self, context: EvaluationContext, report: EvaluationReport) -> None:
         model = context.model
-        report.add("active_units", active_units(model, context.batches()), "dimensions", of=model.latent_dim, threshold=ACTIVE_UNIT_THRESHOLD)
+        report.add(
+            "active_units",
+            active_units(model, context.batches()),
+            "dimensions",
+            of=model.latent_dim,
+            threshold=ACTIVE_UNIT_THRESHOLD,
+        )
 
 
 class CodebookUsage(EvaluationMetric):
@@ -183,7 +212,13 @@ class CodebookUsage(EvaluationMetric):
             counts += torch.bincount(indices, minlength=quantizer.num_codes).double()
         probs = counts / counts.sum()
         entropy = -(probs[probs > 0] * probs[probs > 0].log()).sum()
-        report.add("perplexity", entropy.exp().item(), "codes", of=quantizer.num_codes, note="exp(entropy of code usage on the split)")
+        report.add(
+            "perplexity",
+            entropy.exp().item(),
+            "codes",
+            of=quantizer.num_codes,
+            note="exp(entropy of code usage on the split)",
+        )
         report.add("unused_codes", int((counts == 0).sum()), "codes", of=quantizer.num_codes)
         dead = int((quantizer.usage < quantizer.dead_code_threshold).sum())
         note = f"EMA usage below {quantizer.dead_code_threshold} at the end of training"
@@ -206,10 +241,18 @@ class FID(EvaluationMetric):
     """
 
     name = "fid"
-    HINT = (" With vae_zoo.evaluate: feature_extractor._target_=vae_zoo.metrics.fid.ClassifierFeatureExtractor.from_checkpoint "
-            "+feature_extractor.path=<classifier.pt> (made by python -m vae_zoo.fid_classifier), or evaluate.fid=false.")
+    HINT = (
+        " With vae_zoo.evaluate: feature_extractor._target_=vae_zoo.metrics.fid.ClassifierFeatureExtractor.from_checkpoint "
+        "+feature_extractor.path=<classifier.pt> (made by python -m vae_zoo.fid_classifier), or evaluate.fid=false."
+    )
 
-    def __init__(self, enabled: bool | str = "auto", feature_extractor: DictConfig | None = None, num_samples: int | None = None, seed: int = 0):
+    def __init__(
+        self,
+        enabled: bool | str = "auto",
+        feature_extractor: DictConfig | None = None,
+        num_samples: int | None = None,
+        seed: int = 0,
+    ):
         self.enabled, self.node, self.num_samples, self.seed = enabled, feature_extractor, num_samples, seed
         self.extractor: nn.Module | None = None
         self.unavailable = "evaluate.fid=false"
@@ -226,12 +269,16 @@ class FID(EvaluationMetric):
         except FeatureExtractorUnavailableError as error:
             if self.enabled != "auto":
                 raise FeatureExtractorUnavailableError(f"{error}{self.HINT}") from error
-            self.unavailable = f"no feature extractor available ({str(error).split('. ')[0]}); evaluate.fid=true makes it required"
+            self.unavailable = (
+                f"no feature extractor available ({str(error).split('. ')[0]}); evaluate.fid=true makes it required"
+            )
             return
         settings = getattr(extractor, "config", None)  # ClassifierFeatureExtractor records its shape
         expected = settings.get("in_channels") if isinstance(settings, dict) else None
         if expected is not None and channels is not None and expected != channels:
-            raise ConfigError(f"The FID feature extractor takes {expected}-channel images but the data has {channels} channels.")
+            raise ConfigError(
+                f"The FID feature extractor takes {expected}-channel images but the data has {channels} channels."
+            )
         self.extractor = extractor.to(device)
 
     def skip_reason(self, context: EvaluationContext) -> str | None:
@@ -257,8 +304,15 @@ class FID(EvaluationMetric):
 
         for name, fake in (("fid_prior", prior_samples()), ("fid_recon", reconstructions())):
             result = frechet_distance(real(), fake, self.extractor)
-            report.add(name, result.value, "", feature_extractor=result.feature_extractor, num_features=result.num_features,
-                       num_real=result.num_real, num_fake=result.num_fake)
+            report.add(
+                name,
+                result.value,
+                "",
+                feature_extractor=result.feature_extractor,
+                num_features=result.num_features,
+                num_real=result.num_real,
+                num_fake=result.num_fake,
+            )
 
 
 class Disentanglement(EvaluationMetric):
@@ -274,8 +328,14 @@ class Disentanglement(EvaluationMetric):
 
     name = "disentanglement"
 
-    def __init__(self, enabled: bool = True, mig: Mapping | None = None, factor_vae: Mapping | None = None,
-                 dci: Mapping | None = None, seed: int = 0):
+    def __init__(
+        self,
+        enabled: bool = True,
+        mig: Mapping | None = None,
+        factor_vae: Mapping | None = None,
+        dci: Mapping | None = None,
+        seed: int = 0,
+    ):
         self.enabled, self.seed = enabled, seed
         self.mig, self.factor_vae, self.dci = dict(mig or {}), dict(factor_vae or {}), dci or {}
 
@@ -303,8 +363,14 @@ class Disentanglement(EvaluationMetric):
             return
         count = len(codes)
         report.add("mig", mig.mig, "", num_examples=count, num_bins=num_bins, note="Chen et al. 2018")
-        report.add("factor_vae", factor_vae.eval_accuracy, "", num_examples=count, active_dims=factor_vae.num_active_dims,
-                   note="Kim & Mnih 2018, majority-vote accuracy")
+        report.add(
+            "factor_vae",
+            factor_vae.eval_accuracy,
+            "",
+            num_examples=count,
+            active_dims=factor_vae.num_active_dims,
+            note="Kim & Mnih 2018, majority-vote accuracy",
+        )
         details = {"num_examples": count, "classifier": type(classifier).__name__}
         report.add("dci_disentanglement", dci_scores.disentanglement, "", **details, note="Eastwood & Williams 2018")
         report.add("dci_completeness", dci_scores.completeness, "", **details)
@@ -321,8 +387,16 @@ class OODDetection(EvaluationMetric):
 
     name = "ood"
 
-    def __init__(self, classes: list | None = None, label_key: str = "label", data: DictConfig | None = None, split: str = "test",
-                 max_examples: int | None = None, score: str = "negative_elbo", num_samples: int = 1):
+    def __init__(
+        self,
+        classes: list | None = None,
+        label_key: str = "label",
+        data: DictConfig | None = None,
+        split: str = "test",
+        max_examples: int | None = None,
+        score: str = "negative_elbo",
+        num_samples: int = 1,
+    ):
         self.classes, self.label_key, self.data, self.split = classes, label_key, data, split
         self.max_examples, self.score, self.num_samples = max_examples, score, num_samples
 
@@ -335,22 +409,30 @@ class OODDetection(EvaluationMetric):
         """Per-example anomaly scores in nats (higher = more anomalous)."""
         if self.score == "negative_elbo":
             return negative_elbo_scores(context.model, batches, num_samples=self.num_samples).double()
-        return -importance_sampled_log_likelihoods(context.model, batches, num_samples=self.num_samples, generator=context.generator).double()
+        return -importance_sampled_log_likelihoods(
+            context.model, batches, num_samples=self.num_samples, generator=context.generator
+        ).double()
 
     def compute(self, context: EvaluationContext, report: EvaluationReport) -> None:
         from vae_zoo.experiment import check_compatible, instantiate
 
         model, batches = context.model, context.batches
         if self.data is not None and self.classes is not None:
-            raise ConfigError("Set one of evaluate.ood.data (another dataset) or evaluate.ood.classes (held-out labels), not both.")
+            raise ConfigError(
+                "Set one of evaluate.ood.data (another dataset) or evaluate.ood.classes (held-out labels), not both."
+            )
         if self.score not in ("negative_elbo", "nll"):
             raise ConfigError(f"evaluate.ood.score must be negative_elbo or nll, got {self.score!r}.")
         if self.score == "nll" and not model.capabilities.importance_weights:
-            raise ConfigError(f"evaluate.ood.score=nll needs a posterior with a density; {type(model).__name__} has none. Use negative_elbo.")
+            raise ConfigError(
+                f"evaluate.ood.score=nll needs a posterior with a density; {type(model).__name__} has none. Use negative_elbo."
+            )
         if self.classes is not None:
             first = batches.first()
             if self.label_key not in first:
-                raise ConfigError(f"evaluate.ood.classes needs labels under '{self.label_key}', but the batches hold {sorted(first)}.")
+                raise ConfigError(
+                    f"evaluate.ood.classes needs labels under '{self.label_key}', but the batches hold {sorted(first)}."
+                )
             held_out = torch.as_tensor(list(self.classes))
             labels = torch.cat([batch[self.label_key].cpu() for batch in batches()])
             is_ood = torch.isin(labels, held_out)
@@ -372,6 +454,11 @@ class OODDetection(EvaluationMetric):
             out_scores = self._scores(context, ood_batches())
             source = f"{type(ood_data).__name__} {self.split} split"
         result = ood_detection_scores(in_scores, out_scores)
-        details = {"score": self.score, "ood": source, "num_in": result.num_in_distribution, "num_out": result.num_out_of_distribution}
+        details = {
+            "score": self.score,
+            "ood": source,
+            "num_in": result.num_in_distribution,
+            "num_out": result.num_out_of_distribution,
+        }
         report.add("ood_auroc", result.auroc, "", **details)
         report.add("ood_auprc", result.auprc, "", **details)

@@ -37,6 +37,7 @@ loop (BENCHMARKS.md, "Framework overhead").
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -50,11 +51,20 @@ from torch import Tensor, nn
 from vae_zoo.errors import ConfigError, NonFiniteLossError
 from vae_zoo.likelihoods import DiagonalGaussian, Likelihood
 from vae_zoo.models.terms import Capabilities, ELBOTerms, ImportanceSamples
-from vae_zoo.stats import (
-    ACTIVE_UNIT_THRESHOLD, ACTIVE_UNITS, BITS_PER_DIM, ELBO_TERMS, KL_PER_DIM, LOG_2PI, ExampleMeans, bits_per_dim, metric_key,
-    standard_normal_log_prob, variance_from_means,
-)
 from vae_zoo.schedules import KLSchedule
+from vae_zoo.stats import (
+    ACTIVE_UNIT_THRESHOLD,
+    ACTIVE_UNITS,
+    BITS_PER_DIM,
+    ELBO_TERMS,
+    KL_PER_DIM,
+    LOG_2PI,
+    ExampleMeans,
+    bits_per_dim,
+    metric_key,
+    standard_normal_log_prob,
+    variance_from_means,
+)
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -75,6 +85,24 @@ def nets_must_fit(model_name: str, expected: str) -> Iterator[None]:
             f"{model_name} needs {expected}, but the configured net does not take its shape "
             f"arguments ({error}). Pick a matching `net=` option or leave the model's default."
         ) from error
+
+
+def plain_arguments(factory: Any) -> Any:
+    """A Hydra ``_partial_`` factory with its list and dict arguments as plain Python containers.
+
+    Hydra passes a list from a config (``betas: [0.5, 0.9]``) as an OmegaConf ``ListConfig``, and
+    torch 2.6 (the floor; 2.15 does not) keeps an optimizer's arguments as given in its
+    ``param_groups``: the checkpoint then holds an OmegaConf object, which a weights-only read
+    refuses (found by the test suite at the dependency floors)."""
+    if isinstance(factory, functools.partial) and any(
+        isinstance(v, (DictConfig, ListConfig)) for v in factory.keywords.values()
+    ):
+        keywords = {
+            k: OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
+            for k, v in factory.keywords.items()
+        }
+        return functools.partial(factory.func, *factory.args, **keywords)
+    return factory
 
 
 class ELBOModule(L.LightningModule):
@@ -121,7 +149,16 @@ class ELBOModule(L.LightningModule):
             raise ConfigError(f"model.latent_dim must be a whole number >= 1, got {latent_dim!r}.")
         # objects built from the config are saved as modules/state, not as hyperparameters
         self.save_hyperparameters(
-            ignore=["encoder", "decoder", "likelihood", "optimizer", "lr_scheduler", "kl_schedule", "quantizer", "discriminator_optimizer"],
+            ignore=[
+                "encoder",
+                "decoder",
+                "likelihood",
+                "optimizer",
+                "lr_scheduler",
+                "kl_schedule",
+                "quantizer",
+                "discriminator_optimizer",
+            ],
             logger=False,
         )
         for key, value in list(self.hparams.items()):  # plain values only: checkpoints load with weights_only=True
@@ -134,8 +171,8 @@ class ELBOModule(L.LightningModule):
         self.kl_schedule = kl_schedule if kl_schedule is not None else KLSchedule()
         self.build_nets(encoder, decoder)
         self.epoch_means = nn.ModuleDict({stage: ExampleMeans(self._epoch_mean_shapes()) for stage in ("val", "test")})
-        self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
+        self.optimizer_factory = plain_arguments(optimizer)
+        self.lr_scheduler_factory = plain_arguments(lr_scheduler)
         self.lr_scheduler_interval = lr_scheduler_interval
         self.lr_scheduler_monitor = lr_scheduler_monitor
         # the first training step whose loss was NaN/inf (-1: none yet), kept on the device so
@@ -189,8 +226,9 @@ class ELBOModule(L.LightningModule):
         x_params = self.decode(z, condition)
 
         def importance_samples(num_samples: int, stop_posterior_gradient: bool = False) -> ImportanceSamples:
-            return self.log_importance_weights(x, num_samples, condition, target, posterior=posterior,
-                                               stop_posterior_gradient=stop_posterior_gradient)
+            return self.log_importance_weights(
+                x, num_samples, condition, target, posterior=posterior, stop_posterior_gradient=stop_posterior_gradient
+            )
 
         return ELBOTerms(
             log_px_z=self.likelihood.log_prob(x if target is None else target, x_params),
@@ -238,7 +276,9 @@ class ELBOModule(L.LightningModule):
         posterior = self.encode(x, condition) if posterior is None else posterior
         # contiguous copies: the encoder's halves are strided views, slow to broadcast against
         mu, logvar = posterior.mu.contiguous(), posterior.logvar.contiguous()
-        noise = torch.stack([torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device) for _ in range(num_samples)])
+        noise = torch.stack(
+            [torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device) for _ in range(num_samples)]
+        )
         z = mu + torch.exp(0.5 * logvar) * noise  # (k, B, latent_dim)
         if stop_posterior_gradient:
             log_q = DiagonalGaussian(mu.detach(), logvar.detach()).log_prob(z)  # (k, B)
@@ -247,7 +287,9 @@ class ELBOModule(L.LightningModule):
         k, batch = num_samples, x.shape[0]
         flat_condition = None if condition is None else _repeat_batch(condition, k)
         x_params = self.decode(z.reshape(k * batch, -1), flat_condition)
-        log_px_z = self.likelihood.log_prob(_repeat_batch(x if target is None else target, k), x_params).reshape(k, batch)
+        log_px_z = self.likelihood.log_prob(_repeat_batch(x if target is None else target, k), x_params).reshape(
+            k, batch
+        )
         return ImportanceSamples(log_weights=(log_px_z + standard_normal_log_prob(z) - log_q).t(), z=z)
 
     def objective(self, terms: ELBOTerms) -> Tensor:
@@ -418,7 +460,10 @@ class ELBOModule(L.LightningModule):
         return bool(connector.should_update_logs or progress.is_last_batch or last_step or trainer.fast_dev_run)
 
     def configure_gradient_clipping(
-        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
     ) -> None:
         """Clip by the total gradient norm as Lightning does (``trainer.gradient_clip_val``), and
         log that norm as ``train/grad_norm`` on the logging steps (also when nothing clips).

@@ -36,7 +36,14 @@ class BetaTCVAE(ELBOModule):
             training split when training starts, and is saved with the model.
     """
 
-    def __init__(self, alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0, sampling: str = "minibatch_weighted", **kwargs: Any):
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        beta: float = 6.0,
+        gamma: float = 1.0,
+        sampling: str = "minibatch_weighted",
+        **kwargs: Any,
+    ):
         if sampling not in ("minibatch_weighted", "stratified"):
             raise ConfigError(f"model.sampling must be minibatch_weighted or stratified, got {sampling!r}.")
         super().__init__(**kwargs)
@@ -50,7 +57,9 @@ class BetaTCVAE(ELBOModule):
 
     def objective(self, terms: ELBOTerms) -> Tensor:
         mi, tc, dwkl = self.kl_decomposition(terms).values()
-        terms.extras.update(mutual_information=mi.detach(), total_correlation=tc.detach(), dimension_wise_kl=dwkl.detach())
+        terms.extras.update(
+            mutual_information=mi.detach(), total_correlation=tc.detach(), dimension_wise_kl=dwkl.detach()
+        )
         warmup = self.kl_schedule.weight()  # a KL warm-up (kl_schedule=warmup) ramps all three
         return terms.recon + warmup * (self.alpha * mi + self.tc_weight * tc + self.gamma * dwkl)
 

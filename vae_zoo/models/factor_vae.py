@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vae_zoo.errors import ConfigError
-from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms, OptimizerFactory
+from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms, OptimizerFactory, plain_arguments
 
 
 def permute_dims(z: Tensor) -> Tensor:
@@ -56,9 +56,9 @@ class FactorVAE(ELBOModule):
         for width_in, width_out in zip(widths, widths[1:]):
             layers += [nn.Linear(width_in, width_out), nn.LeakyReLU(0.2)]
         self.discriminator = nn.Sequential(*layers, nn.Linear(widths[-1], 2))  # logits: (q(z), Π q(z_j))
-        self.discriminator_optimizer_factory: Callable[..., torch.optim.Optimizer] = discriminator_optimizer or (
-            lambda params: torch.optim.Adam(params, lr=1e-4, betas=(0.5, 0.9))
-        )
+        self.discriminator_optimizer_factory: Callable[..., torch.optim.Optimizer] = plain_arguments(
+            discriminator_optimizer
+        ) or (lambda params: torch.optim.Adam(params, lr=1e-4, betas=(0.5, 0.9)))
         self.gradient_clip: tuple[float, str] | None = None  # set by the experiment from the trainer config
 
     def objective(self, terms: ELBOTerms) -> Tensor:
@@ -86,7 +86,9 @@ class FactorVAE(ELBOModule):
         vae_optimizer.zero_grad()
         self.manual_backward(terms.loss)
         if self.gradient_clip is not None:
-            self.clip_gradients(vae_optimizer, gradient_clip_val=self.gradient_clip[0], gradient_clip_algorithm=self.gradient_clip[1])
+            self.clip_gradients(
+                vae_optimizer, gradient_clip_val=self.gradient_clip[0], gradient_clip_algorithm=self.gradient_clip[1]
+            )
         vae_optimizer.step()
         discriminator_loss, accuracy = self.discriminator_terms(terms.z)
         discriminator_optimizer.zero_grad()  # also drops what the VAE loss left on D's weights
@@ -98,4 +100,7 @@ class FactorVAE(ELBOModule):
 
     def configure_optimizers(self) -> Any:
         vae_parameters = [p for name, p in self.named_parameters() if not name.startswith("discriminator.")]
-        return [self.configure_optimizers_for(vae_parameters), self.discriminator_optimizer_factory(self.discriminator.parameters())]
+        return [
+            self.configure_optimizers_for(vae_parameters),
+            self.discriminator_optimizer_factory(self.discriminator.parameters()),
+        ]

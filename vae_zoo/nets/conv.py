@@ -105,9 +105,7 @@ class ConvDecoder(nn.Module):
             # ConvTranspose2d(k=4, s=2, p=1) doubles the size; output_padding adds the 1 pixel
             # that an odd input size lost in the encoder.
             layers.append(
-                nn.ConvTranspose2d(
-                    c_in, c_out, KERNEL, STRIDE, PADDING, output_padding=size_out - 2 * size_in
-                )
+                nn.ConvTranspose2d(c_in, c_out, KERNEL, STRIDE, PADDING, output_padding=size_out - 2 * size_in)
             )
             if i < len(hidden_channels) - 1:
                 layers.append(nn.SiLU())

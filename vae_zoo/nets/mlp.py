@@ -8,7 +8,6 @@ from torch import Tensor, nn
 
 from vae_zoo.errors import ConfigError
 
-
 ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "relu": nn.ReLU}
 
 
