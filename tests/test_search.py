@@ -172,3 +172,14 @@ def test_a_pruned_trial_is_recorded_as_pruned_and_its_run_folder_is_whole(tmp_pa
         "fail": 0,
     }
     assert optuna.__version__ >= "4"
+
+
+def test_an_rdb_url_holds_the_study_too(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    result = run_cli(
+        [*SEARCH, "hydra.sweeper.study_name=in_sqlite", "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage={url}"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    [trial] = load_study(url, "in_sqlite").get_trials()
+    assert trial.state == TrialState.COMPLETE and not journal(tmp_path, "in_sqlite").exists()
