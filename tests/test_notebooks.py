@@ -72,7 +72,13 @@ def execute(name_or_path: str | Path, tmp_path: Path, parameters: dict) -> nbfor
     source = name_or_path if isinstance(name_or_path, Path) else NOTEBOOKS / f"{name_or_path}.ipynb"
     output = tmp_path / f"{source.stem}.executed.ipynb"
     papermill.execute_notebook(
-        str(source), str(output), parameters=parameters, cwd=str(tmp_path), kernel_name="python3", progress_bar=False
+        str(source),
+        str(output),
+        parameters=parameters,
+        cwd=str(tmp_path),
+        kernel_name="python3",
+        progress_bar=False,
+        execution_timeout=300,  # a cell that hangs fails, rather than the suite
     )
     return nbformat.read(output, as_version=4)
 

@@ -2,8 +2,8 @@
 
 ``pip install vae_zoo`` brings what training, evaluation and the file, CSV and W&B loggers need.
 The rest is an extra (``pip install 'vae_zoo[fid,tensorboard]'``; ``.[dev]`` has them all). Using a
-part whose extra is missing stops, before any work, with :class:`MissingExtraError` naming the
-extra to install.
+part whose extra is missing stops with :class:`MissingExtraError` naming the extra to install,
+before that part does any work (a run: before its folder is written).
 """
 
 from __future__ import annotations
@@ -50,14 +50,19 @@ def installed(extra: str) -> bool:
     return False
 
 
-def require(extra: str, what: str) -> None:
-    """Raise :class:`MissingExtraError` unless ``extra`` is installed; ``what`` names its use."""
+def require(extra: str, what: str, minimum: str | None = None) -> None:
+    """Raise :class:`MissingExtraError` unless ``extra`` is installed (at major version ``minimum``
+    or later, when given); ``what`` names its use."""
+    package = EXTRAS[extra][1]
+    fix = f"pip install 'vae_zoo[{extra}]' (in a source checkout: pip install -e '.[{extra}]')"
     if not installed(extra):
-        package = EXTRAS[extra][1]
-        raise MissingExtraError(
-            f"{what} needs {package}, which is not installed: pip install 'vae_zoo[{extra}]' "
-            f"(in a source checkout: pip install -e '.[{extra}]')."
-        )
+        raise MissingExtraError(f"{what} needs {package}, which is not installed: {fix}.")
+    if minimum is not None:
+        from importlib.metadata import version
+
+        found = version(package)
+        if int(found.split(".")[0]) < int(minimum):
+            raise MissingExtraError(f"{what} needs {package} >= {minimum}, and {found} is installed: {fix}.")
 
 
 def check_targets(node: object, where: str) -> None:

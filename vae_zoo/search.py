@@ -5,15 +5,22 @@ no database server, safe for several processes on one file system, NFS included)
 (``hydra.sweeper.storage=postgresql://...``). So:
 
 * several processes or SLURM array jobs that run the same command run trials of **one** study in
-  parallel; each stops once the study holds ``n_trials`` finished trials (complete or pruned,
-  counting the trials still running elsewhere);
+  parallel; each asks for trials until the study's finished (complete or pruned) and running
+  trials reach ``n_trials``. Two processes that ask at the same moment may run a trial or two
+  more than that; a trial that fails elsewhere after a process has stopped is not replaced (run
+  the command again);
 * a search that was killed **resumes**: run the same command again; its finished trials are kept,
   a trial left running by a process of this machine that no longer exists is marked failed, and
   the search runs the trials still missing;
 * hopeless trials are **pruned**: every validation epoch each trial reports ``optimized_metric``
-  (:class:`OptunaPruning`, a Lightning callback) and the study's pruner (median rule by default)
+  (:class:`vae_zoo.callbacks.optuna_pruning.OptunaPruning`, a Lightning callback) and the study's pruner (median rule by default)
   may stop it. The run stops like an early-stopped one (checkpoints and metrics intact) and the
   trial is recorded as pruned.
+
+A trial left running by a dead process on **another** machine stays running in the study (the
+journal storage has no heartbeat) and counts as running; fail it with
+``study.tell(number, state=TrialState.FAIL)``. A search gives up, with the last error, when its
+own failed trials outnumber ``n_trials`` (failed trials are not finished ones).
 
 Trial ``n`` of the study runs in ``<sweep folder>/<n>``, and its run folder is stored with it
 (user attribute ``run_dir``). The best trial goes to ``<sweep folder>/optimization_results.yaml``.
@@ -32,21 +39,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from vae_zoo.callbacks.optuna_pruning import built_from_config, open_storage
 from vae_zoo.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -64,10 +71,10 @@ def distribution(override: Override) -> BaseDistribution | str:
     if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
         return CategoricalDistribution(list(override.sweep_iterator()))
     if override.is_range_sweep():  # range(start, stop, step): stop excluded, as in Python
-        numbers = (value.start, value.stop, value.step)
-        if any(isinstance(n, float) for n in numbers):
-            return FloatDistribution(value.start, value.stop - value.step, step=value.step)
-        return IntDistribution(int(value.start), int(value.stop) - int(value.step), step=int(value.step))
+        values = list(override.sweep_iterator())
+        if any(isinstance(n, float) for n in (value.start, value.stop, value.step)):
+            return FloatDistribution(float(values[0]), float(values[-1]), step=float(value.step))
+        return IntDistribution(int(values[0]), int(values[-1]), step=int(value.step))
     if override.is_interval_sweep():
         log_scale = "log" in value.tags
         if isinstance(value.start, int) and isinstance(value.end, int):
@@ -106,15 +113,6 @@ def search_space(
 
 
 # ----------------------------------------------------------------------------------- storage
-def open_storage(spec: str) -> optuna.storages.BaseStorage:
-    """An RDB URL (``sqlite:///...``, ``postgresql://...``) or a journal file path."""
-    if "://" in spec:
-        return optuna.storages.RDBStorage(spec)
-    path = Path(spec).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-
-
 def load_study(storage: str, study_name: str) -> optuna.Study:
     """The study of a running or finished search, e.g. to read its trials."""
     return optuna.load_study(study_name=study_name, storage=open_storage(storage))
@@ -153,15 +151,9 @@ def search_fingerprint(space: Mapping[str, BaseDistribution], fixed: Mapping[str
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _built(node: Any) -> Any:
-    """A sampler or pruner: Hydra builds the sweeper's nested ``_target_`` nodes itself; a node
-    given as a plain mapping (outside Hydra) is built here."""
-    return instantiate(node) if isinstance(node, (Mapping, DictConfig)) else node
-
-
 def _quoted(text: str) -> str:
     """A Hydra override value that keeps any character (paths, URLs)."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return "'" + text.replace("'", "\\'") + "'"  # Hydra unescapes a backslash only before a quote
 
 
 def _override_value(node: Any) -> str:
@@ -173,6 +165,8 @@ def _override_value(node: Any) -> str:
         return "[" + ", ".join(_override_value(value) for value in node) + "]"
     if node is None:
         return "null"
+    if isinstance(node, float) and not math.isfinite(node):
+        return "nan" if math.isnan(node) else ("inf" if node > 0 else "-inf")  # Hydra's spelling
     if isinstance(node, (bool, int, float)):
         return json.dumps(node)
     return _quoted(str(node))
@@ -217,8 +211,8 @@ class OptunaSearch:
             storage=open_storage(self.storage_spec),
             direction=self.direction,
             load_if_exists=True,
-            sampler=_built(self.sampler_cfg),
-            pruner=_built(self.pruner_cfg),
+            sampler=built_from_config(self.sampler_cfg),
+            pruner=built_from_config(self.pruner_cfg),
         )
         made_by = study.user_attrs.get("search")
         if made_by is None:
@@ -251,6 +245,7 @@ class OptunaSearch:
             self._finished(study),
             self.n_trials,
         )
+        failed = 0
         while True:
             running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
             to_go = self.n_trials - self._finished(study) - running
@@ -260,8 +255,11 @@ class OptunaSearch:
             overrides = [self._overrides(trial, space, fixed, config, sweep_dir) for trial in trials]
             returns = self._launch(launcher, trials, overrides)
             failures = self._tell(study, trials, returns)
-            if failures and len(failures) / len(trials) > self.max_failure_rate:
-                raise failures[0]
+            failed += len(failures)
+            if failures and (len(failures) / len(trials) > self.max_failure_rate or failed > self.n_trials):
+                raise failures[
+                    0
+                ]  # failed trials are not finished ones: without this a search of failing runs never ends
         return self._results(study, sweep_dir)
 
     def _finished(self, study: optuna.Study) -> int:
@@ -279,7 +277,7 @@ class OptunaSearch:
         trial.set_user_attr("run_dir", str(sweep_dir / str(trial.number)))
         suggested = {key: suggest(trial, key, value) for key, value in space.items()}
         pruning = {
-            "_target_": "vae_zoo.search.OptunaPruning",
+            "_target_": "vae_zoo.callbacks.optuna_pruning.OptunaPruning",
             "storage": _quoted(self.storage_spec),
             "study_name": _quoted(self.study_name),
             "trial_number": trial.number,
@@ -304,13 +302,15 @@ class OptunaSearch:
 
     def _tell(self, study: optuna.Study, trials: list[optuna.Trial], returns: list[Any]) -> list[BaseException]:
         states = {trial.number: trial.state for trial in study.get_trials(deepcopy=False)}
-        failures = []
+        failures: list[BaseException] = []
         for trial, ret in zip(trials, returns):
-            if states[trial.number] == TrialState.PRUNED:  # told by the job's OptunaPruning callback
-                log.info("Trial %d was pruned.", trial.number)
+            if states[trial.number] != TrialState.RUNNING:  # pruned by its run, or failed by another search process
+                log.info("Trial %d: %s.", trial.number, states[trial.number].name.lower())
                 continue
             try:
                 value = float(ret.return_value)  # raises the job's exception if it failed
+                if not math.isfinite(value):
+                    raise ValueError(f"the run returned {value} for {self.direction}")
                 study.tell(trial, value)
                 log.info("Trial %d: value %.4f", trial.number, value)
             except Exception as error:  # a failed trial is recorded, and the search goes on
@@ -351,60 +351,3 @@ class OptunaSearch:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
         return results
-
-
-# ----------------------------------------------------------------------- inside each trial
-class OptunaPruning(L.Callback):
-    """Report ``monitor`` to the trial after each validation epoch; when the study's pruner says
-    so, stop the run as an early stop would (its checkpoints and metrics are written as usual)
-    and record the trial as pruned. The sweeper adds this callback to each trial's run.
-
-    ``pruner``: the study's pruner (or its config; None: Optuna's default, the median rule), which
-    Optuna does not keep in the storage. Under DDP, rank zero reports and decides, and every rank stops.
-    """
-
-    def __init__(self, storage: str, study_name: str, trial_number: int, monitor: str = "val/elbo", pruner: Any = None):
-        self.storage, self.study_name, self.trial_number, self.monitor = storage, study_name, int(trial_number), monitor
-        self.pruner = _built(pruner)
-        self._trial: optuna.Trial | None = None
-        self.pruned_at_epoch: int | None = None
-
-    def frozen_trial(self) -> optuna.trial.FrozenTrial:
-        study = self.trial().study
-        [frozen] = [t for t in study.get_trials(deepcopy=False) if t.number == self.trial_number]
-        return frozen
-
-    def trial(self) -> optuna.Trial:
-        if self._trial is None:
-            study = optuna.load_study(
-                study_name=self.study_name, storage=open_storage(self.storage), pruner=self.pruner
-            )
-            [frozen] = [t for t in study.get_trials(deepcopy=False) if t.number == self.trial_number]
-            # the trial the sweeper asked, reopened in this process (Optuna has no public lookup of
-            # a trial's id by its number; the Trial constructor is public)
-            self._trial = optuna.Trial(study, frozen._trial_id)
-        return self._trial
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or self.pruned_at_epoch is not None:
-            return
-        prune = False
-        if trainer.is_global_zero:
-            from vae_zoo.experiment import objective  # the same check, and message, as the value a trial returns
-
-            value = objective({name: float(metric) for name, metric in trainer.callback_metrics.items()}, self.monitor)
-            if self.frozen_trial().state == TrialState.RUNNING:  # not the resumed run of a finished trial
-                self.trial().report(float(value), step=trainer.current_epoch)
-                prune = self.trial().should_prune()
-        prune = trainer.strategy.broadcast(prune)
-        if prune:
-            trainer.should_stop = True
-            self.pruned_at_epoch = trainer.current_epoch
-            if trainer.is_global_zero:
-                self.trial().study.tell(self.trial_number, state=TrialState.PRUNED)
-                log.info(
-                    "Pruned by the study's pruner after epoch %d (%s = %.4f).",
-                    trainer.current_epoch,
-                    self.monitor,
-                    value,
-                )

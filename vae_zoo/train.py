@@ -33,7 +33,8 @@ def prepare_hydra_for_ddp_children(output_dir: Path) -> None:
     hydra_cfg = HydraConfig.get()
     with read_write(hydra_cfg):
         hydra_cfg.run.dir = str(output_dir)
-    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    # hydra.mode=RUN: a trial of hparams_search=optuna has its MULTIRUN mode in the config, not in argv
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task, "hydra.mode=RUN"]
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")

@@ -67,6 +67,7 @@ TRUSTED_MODULES: tuple[str, ...] = (
     "sklearn.tree",
     "sklearn.neighbors",
     "sklearn.svm",
+    "optuna.pruners",  # the study's pruner, rebuilt inside each trial of hparams_search=optuna
 )
 #: Modules whose module-level functions and classmethods a run's config may name.
 TRUSTED_FUNCTION_MODULES: tuple[str, ...] = (

@@ -51,7 +51,7 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: Sequence[str]) -> Any:
         from vae_zoo.extras import require
 
-        require("optuna", "hparams_search=optuna")
+        require("optuna", "hparams_search=optuna", minimum="4")
         from vae_zoo.search import OptunaSearch
 
         return OptunaSearch(**self.settings).run(self.launcher, self.config, arguments)
