@@ -114,6 +114,9 @@ def test_notebook_runs_top_to_bottom(name, data_root, tmp_path):
     assert all(cell.execution_count is not None for cell in code)
     outputs = [output for cell in code for output in cell.outputs]
     assert not [output for output in outputs if output.output_type == "error"]
+    printed = "".join(output.get("text", "") for output in outputs)
+    for noise in ("litlogger", "LeafSpec"):  # filtered as on the command line
+        assert noise not in printed, noise
     pictures = [output for output in outputs if "image/png" in output.get("data", {})]
     assert len(pictures) >= PICTURES_SHOWN[name]
     # it trained through the real run folder: the metrics history and a checkpoint are there

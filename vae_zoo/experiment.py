@@ -25,7 +25,7 @@ from rich.table import Table
 
 from vae_zoo.checkpointing import LAST, LastCheckpoint, check_checkpoint_fits, load_checkpoint, remove_stale_temporaries
 from vae_zoo.config import flatten_config
-from vae_zoo.console import ConsoleLog
+from vae_zoo.console import ConsoleLog, quiet_known_noise
 from vae_zoo.cpu import use_cpu_settings
 from vae_zoo.data.base import InMemoryDataModule
 from vae_zoo.errors import ConfigError, Preempted, VaeZooError
@@ -230,6 +230,7 @@ def train(cfg: DictConfig, console_log: ConsoleLog | None = None) -> TrainResult
     The console of rank 0 is copied into ``<run>/train.log`` (:class:`vae_zoo.console.ConsoleLog`;
     pass the entry point's own to also keep what it prints after this returns).
     """
+    quiet_known_noise()  # as the CLI does: a run started from Python (a notebook) prints the same lines
     with contextlib.ExitStack() as stack:
         console_log = console_log or stack.enter_context(ConsoleLog())
         return _train(cfg, console_log)
