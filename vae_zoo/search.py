@@ -289,16 +289,13 @@ class OptunaSearch:
             *(f"{key}={value}" for key, value in fixed.items()),
             *(f"{key}={value}" for key, value in suggested.items()),
             *(f"+callbacks.optuna_pruning.{key}={value}" for key, value in pruning.items()),
+            f"hydra.sweep.subdir={trial.number}",  # the run folder is named by the trial, whichever process runs it
         ]
 
     def _launch(self, launcher: Any, trials: list[optuna.Trial], overrides: list[list[str]]) -> list[Any]:
-        """Run the jobs; job ``i`` (its folder ``<sweep>/<i>``) is trial number ``i``."""
-        numbers = [trial.number for trial in trials]
-        if numbers == list(range(numbers[0], numbers[0] + len(numbers))):
-            return list(launcher.launch(overrides, initial_job_idx=numbers[0]))
-        return [
-            ret for number, job in zip(numbers, overrides) for ret in launcher.launch([job], initial_job_idx=number)
-        ]
+        """Run the jobs of a batch together (in parallel with the joblib or SLURM launchers); each
+        runs in ``<sweep>/<trial number>`` (its ``hydra.sweep.subdir`` override)."""
+        return list(launcher.launch(overrides, initial_job_idx=trials[0].number))
 
     def _tell(self, study: optuna.Study, trials: list[optuna.Trial], returns: list[Any]) -> list[BaseException]:
         states = {trial.number: trial.state for trial in study.get_trials(deepcopy=False)}
