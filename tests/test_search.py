@@ -20,10 +20,18 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from vae_zoo.callbacks.optuna_pruning import ALIVE_AT, open_storage
 from vae_zoo.errors import ConfigError
 from vae_zoo.evaluation import evaluate
 from vae_zoo.run_config import compose_run_config
-from vae_zoo.search import OptunaSearch, distribution, load_study, search_fingerprint, search_space
+from vae_zoo.search import (
+    OptunaSearch,
+    distribution,
+    fail_abandoned_trials,
+    load_study,
+    search_fingerprint,
+    search_space,
+)
 
 from conftest import TINY_SPRITES, run_cli
 
@@ -98,6 +106,9 @@ def test_two_processes_run_trials_of_one_study_in_one_journal(tmp_path):
     assert [trial.state for trial in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
     # one trial from each process, each run in its own folder, named by the trial's number
     assert len({trial.user_attrs["search_process"]["pid"] for trial in trials}) == 2
+    assert all(
+        trial.user_attrs[ALIVE_AT] >= trial.datetime_start.timestamp() for trial in trials
+    )  # each run's heartbeat
     for trial in trials:
         run_dir = Path(trial.user_attrs["run_dir"])
         assert run_dir.name == str(trial.number) and (run_dir / "checkpoints" / "last.ckpt").is_file()
@@ -208,3 +219,16 @@ def test_a_trial_under_ddp_runs_the_trial_in_every_rank_not_a_search(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     [trial] = load_study(str(journal(tmp_path, "ddp")), "ddp").get_trials()
     assert trial.state == TrialState.COMPLETE and list(trial.intermediate_values) == [0]
+
+
+def test_a_trial_whose_run_fell_silent_on_another_machine_is_failed(tmp_path):
+    """The heartbeat: a running trial of another machine whose run last said it was alive 40
+    minutes ago is failed; one that said so a minute ago, or whose run has not started, is not."""
+    study = optuna.create_study(study_name="s", storage=open_storage(str(tmp_path / "s.journal")))
+    trials = [study.ask() for _ in range(3)]
+    for trial, alive_at in zip(trials, (time.time() - 40 * 60, time.time() - 60, None)):
+        trial.set_user_attr("search_process", {"host": "another-machine", "pid": 1})
+        if alive_at is not None:
+            trial.set_user_attr(ALIVE_AT, alive_at)
+    assert fail_abandoned_trials(study, stale_after_s=30 * 60) == [0]
+    assert [trial.state for trial in study.get_trials()] == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING]

@@ -17,10 +17,10 @@ no database server, safe for several processes on one file system, NFS included)
   may stop it. The run stops like an early-stopped one (checkpoints and metrics intact) and the
   trial is recorded as pruned.
 
-A trial left running by a dead process on **another** machine stays running in the study (the
-journal storage has no heartbeat) and counts as running; fail it with
-``study.tell(number, state=TrialState.FAIL)``. A search gives up, with the last error, when its
-own failed trials outnumber ``n_trials`` (failed trials are not finished ones).
+Each trial's run stores a heartbeat on the trial every minute (``alive_at``, Optuna's journal
+storage has none of its own); a search that starts fails the running trials that have been silent
+for ``stale_after_minutes`` (30), whichever machine ran them. A search gives up, with the last
+error, when its own failed trials outnumber ``n_trials`` (failed trials are not finished ones).
 
 Trial ``n`` of the study runs in ``<sweep folder>/<n>``, and its run folder is stored with it
 (user attribute ``run_dir``). The best trial goes to ``<sweep folder>/optimization_results.yaml``.
@@ -42,6 +42,7 @@ import logging
 import math
 import os
 import socket
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from vae_zoo.callbacks.optuna_pruning import built_from_config, open_storage
+from vae_zoo.callbacks.optuna_pruning import ALIVE_AT, built_from_config, open_storage
 from vae_zoo.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -128,14 +129,19 @@ def _process_is_gone(pid: int) -> bool:
     return False
 
 
-def fail_abandoned_trials(study: optuna.Study) -> list[int]:
-    """Mark failed the trials left running by a search process of this machine that is gone
-    (killed, crashed, out of memory); returns their numbers. A trial running on another machine
-    is left alone: only a process there can tell whether it still runs."""
+def fail_abandoned_trials(study: optuna.Study, stale_after_s: float | None = None) -> list[int]:
+    """Mark failed the trials whose run is gone; returns their numbers. Gone: the search process
+    that asked for it was on this machine and no longer exists (killed, crashed, out of memory),
+    or its run last said it was alive (:data:`~vae_zoo.callbacks.optuna_pruning.ALIVE_AT`, every
+    minute) more than ``stale_after_s`` seconds ago, on any machine. A trial whose run has not
+    started yet (queued on a cluster) is left alone."""
     abandoned = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = trial.user_attrs.get("search_process", {})
-        if owner.get("host") == socket.gethostname() and _process_is_gone(int(owner.get("pid", -1))):
+        alive_at = trial.user_attrs.get(ALIVE_AT)
+        gone_here = owner.get("host") == socket.gethostname() and _process_is_gone(int(owner.get("pid", -1)))
+        silent = stale_after_s is not None and alive_at is not None and time.time() - float(alive_at) > stale_after_s
+        if gone_here or silent:
             study.tell(trial.number, state=TrialState.FAIL)
             abandoned.append(trial.number)
     return abandoned
@@ -185,6 +191,9 @@ class OptunaSearch:
         sampler, pruner: an Optuna sampler and pruner, or their ``_target_`` configs (None: Optuna's defaults).
         params: the search space, ``key: interval(...)`` etc.
         max_failure_rate: the share of a batch's trials that may fail before the search stops.
+        stale_after_minutes: a running trial whose run has not said it is alive for this long
+            (its heartbeat, every minute) is failed when a search starts (None: only trials of
+            dead processes of this machine are).
     """
 
     def __init__(
@@ -198,10 +207,12 @@ class OptunaSearch:
         pruner: Any,
         params: Mapping[str, Any] | None,
         max_failure_rate: float,
+        stale_after_minutes: float | None = None,
     ):
         if direction not in ("maximize", "minimize"):
             raise ConfigError(f"hydra.sweeper.direction must be maximize or minimize, got {direction!r}.")
         self.study_name, self.storage_spec, self.direction = study_name, str(storage), direction
+        self.stale_after_minutes = stale_after_minutes
         self.n_trials, self.n_jobs, self.max_failure_rate = int(n_trials), max(1, int(n_jobs)), float(max_failure_rate)
         self.sampler_cfg, self.pruner_cfg, self.params = sampler, pruner, params
 
@@ -234,7 +245,9 @@ class OptunaSearch:
                 "The search has nothing to search: set hydra.sweeper.params (e.g. model.beta: interval(0.5, 8))."
             )
         study = self.open_study(search_fingerprint(space, fixed, self.direction))
-        abandoned = fail_abandoned_trials(study)
+        abandoned = fail_abandoned_trials(
+            study, None if self.stale_after_minutes is None else 60.0 * self.stale_after_minutes
+        )
         if abandoned:
             log.info("Trials %s were left running by a search process that is gone: marked failed.", abandoned)
         sweep_dir = Path(config.hydra.sweep.dir)

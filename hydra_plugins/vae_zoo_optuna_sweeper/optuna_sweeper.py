@@ -27,6 +27,7 @@ class OptunaSweeper(Sweeper):
         pruner: Any = None,
         params: Any = None,
         max_failure_rate: float = 0.0,
+        stale_after_minutes: float | None = None,
     ):
         self.settings = dict(
             study_name=study_name,
@@ -38,6 +39,7 @@ class OptunaSweeper(Sweeper):
             pruner=pruner,
             params=params,
             max_failure_rate=max_failure_rate,
+            stale_after_minutes=stale_after_minutes,
         )
         self.launcher: Any = None
         self.config: DictConfig | None = None

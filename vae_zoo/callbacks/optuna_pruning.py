@@ -5,6 +5,7 @@ place a study's storage is opened from its spec (a journal file path or an RDB U
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,11 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 log = logging.getLogger(__name__)
+
+#: The trial's user attribute holding the time (Unix seconds) its run last said it was alive.
+ALIVE_AT = "alive_at"
+#: How often a trial's run says so.
+HEARTBEAT_S = 60.0
 
 
 def open_storage(spec: str) -> optuna.storages.BaseStorage:
@@ -40,13 +46,44 @@ class OptunaPruning(L.Callback):
 
     ``pruner``: the study's pruner (or its config; None: Optuna's default, the median rule), which
     Optuna does not keep in the storage. Under DDP, rank zero reports and decides, and every rank stops.
+
+    A heartbeat: every ``heartbeat_s`` seconds of training, rank zero stores the time on the trial
+    (user attribute ``alive_at``), so that a search on another machine can tell a trial whose
+    process died (Optuna's journal storage has no heartbeat of its own).
     """
 
-    def __init__(self, storage: str, study_name: str, trial_number: int, monitor: str = "val/elbo", pruner: Any = None):
+    def __init__(
+        self,
+        storage: str,
+        study_name: str,
+        trial_number: int,
+        monitor: str = "val/elbo",
+        pruner: Any = None,
+        heartbeat_s: float = HEARTBEAT_S,
+    ):
         self.storage, self.study_name, self.trial_number, self.monitor = storage, study_name, int(trial_number), monitor
         self.pruner = built_from_config(pruner)
+        self.heartbeat_s = float(heartbeat_s)
         self._trial: optuna.Trial | None = None
+        self._last_beat = 0.0
         self.pruned_at_epoch: int | None = None
+
+    def beat(self) -> None:
+        """Store the time on the trial now (rank zero)."""
+        self._last_beat = time.time()
+        self.trial().set_user_attr(ALIVE_AT, self._last_beat)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.frozen_trial().state == TrialState.RUNNING:
+            self.beat()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if (
+            trainer.is_global_zero
+            and time.time() - self._last_beat > self.heartbeat_s
+            and self.frozen_trial().state == TrialState.RUNNING
+        ):
+            self.beat()
 
     def frozen_trial(self) -> optuna.trial.FrozenTrial:
         study = self.trial().study
