@@ -104,15 +104,24 @@ class OptunaPruning(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.pruned_at_epoch is not None:
             return
-        prune = False
+        prune, failure, value = False, None, float("nan")
         if trainer.is_global_zero:
             from vae_zoo.experiment import objective  # the same check, and message, as the value a trial returns
 
-            value = objective({name: float(metric) for name, metric in trainer.callback_metrics.items()}, self.monitor)
-            if self.frozen_trial().state == TrialState.RUNNING:  # not the resumed run of a finished trial
-                self.trial().report(float(value), step=trainer.current_epoch)
-                prune = self.trial().should_prune()
-        prune = trainer.strategy.broadcast(prune)
+            try:
+                value = objective(
+                    {name: float(metric) for name, metric in trainer.callback_metrics.items()}, self.monitor
+                )
+                if self.frozen_trial().state == TrialState.RUNNING:  # not the resumed run of a finished trial
+                    self.trial().report(float(value), step=trainer.current_epoch)
+                    prune = self.trial().should_prune()
+            except Exception as error:  # raised below on every rank: the others would wait in broadcast
+                failure = error
+        prune, message = trainer.strategy.broadcast((prune, None if failure is None else str(failure)))
+        if failure is not None:
+            raise failure
+        if message is not None:
+            raise RuntimeError(f"Rank zero's report to the Optuna trial failed: {message}")
         if prune:
             trainer.should_stop = True
             self.pruned_at_epoch = trainer.current_epoch
