@@ -85,8 +85,9 @@ class OptunaPruning(L.Callback):
         ):
             self.beat()
 
-    def frozen_trial(self) -> optuna.trial.FrozenTrial:
-        study = self.trial().study
+    def frozen_trial(self, study: optuna.Study | None = None) -> optuna.trial.FrozenTrial:
+        """The trial as the storage holds it now (its state, its attributes)."""
+        study = study or self.trial().study
         [frozen] = [t for t in study.get_trials(deepcopy=False) if t.number == self.trial_number]
         return frozen
 
@@ -95,10 +96,9 @@ class OptunaPruning(L.Callback):
             study = optuna.load_study(
                 study_name=self.study_name, storage=open_storage(self.storage), pruner=self.pruner
             )
-            [frozen] = [t for t in study.get_trials(deepcopy=False) if t.number == self.trial_number]
             # the trial the sweeper asked, reopened in this process (Optuna has no public lookup of
             # a trial's id by its number; the Trial constructor is public)
-            self._trial = optuna.Trial(study, frozen._trial_id)
+            self._trial = optuna.Trial(study, self.frozen_trial(study)._trial_id)
         return self._trial
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
