@@ -211,8 +211,7 @@ def python2_cifar_pickle(data: np.ndarray, labels: list[int]) -> bytes:
     dtype += b"(" + integer(3) + string(b"|") + b"NNN" + integer(-1) + integer(-1) + integer(0) + b"tb"  # state, BUILD
     shape = b"(" + b"".join(integer(n) for n in data.shape) + b"t"
     array = b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + integer(0) + b"\x85" + string(b"b") + reduce3
-    array += (
-        b"(" + integer(1) + shape + dtype + b"\x89" + string(data.tobytes()) + b"tb"
-    )  # (1, shape, dtype, False, raw)
+    # (1, shape, dtype, False, raw)
+    array += b"(" + integer(1) + shape + dtype + b"\x89" + string(data.tobytes()) + b"tb"
     label_list = b"](" + b"".join(integer(n) for n in labels) + b"e"  # EMPTY_LIST, MARK, ..., APPENDS
     return b"\x80\x02}(" + string(b"data") + array + string(b"labels") + label_list + b"u."

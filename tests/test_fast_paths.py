@@ -150,9 +150,8 @@ def test_gpu_flags_run_on_the_cpu(tmp_path):
         )
     assert torch.isfinite(torch.tensor(result.metrics["val/elbo"]))
     mlp = [arg for arg in RUN if not arg.startswith("model.encoder.")] + ["net=mlp", "model.encoder.hidden=[32]"]
-    train(
-        compose_config([*mlp, "trainer.max_epochs=1", "channels_last=true"], output_dir=tmp_path / "b")
-    )  # no conv: nothing to convert
+    # no conv: nothing to convert
+    train(compose_config([*mlp, "trainer.max_epochs=1", "channels_last=true"], output_dir=tmp_path / "b"))
 
 
 KEEP_OR_NOT = """

@@ -80,18 +80,12 @@ def test_the_bound_rises_with_k_on_a_trained_model():
     with torch.no_grad():
         per_example = {}
         for k in (1, 5, 50):
-            estimates = torch.stack(
-                [
-                    torch.logsumexp(
-                        model.log_importance_weights(
-                            x, k, generator=torch.Generator().manual_seed(100 + r)
-                        ).log_weights,
-                        1,
-                    )
-                    - math.log(k)
-                    for r in range(20)
-                ]
-            )  # (20, B): independent estimates of L_k for each example
+            # (20, B): independent estimates of L_k for each example
+            log_weights = [
+                model.log_importance_weights(x, k, generator=torch.Generator().manual_seed(100 + r)).log_weights
+                for r in range(20)
+            ]
+            estimates = torch.stack([torch.logsumexp(w, 1) - math.log(k) for w in log_weights])
             per_example[k] = estimates.mean(0)
     for low, high in ((1, 5), (5, 50)):  # paired over the same examples: the gain must beat its noise
         gain = per_example[high] - per_example[low]

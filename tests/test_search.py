@@ -106,9 +106,8 @@ def test_two_processes_run_trials_of_one_study_in_one_journal(tmp_path):
     assert [trial.state for trial in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
     # one trial from each process, each run in its own folder, named by the trial's number
     assert len({trial.user_attrs["search_process"]["pid"] for trial in trials}) == 2
-    assert all(
-        trial.user_attrs[ALIVE_AT] >= trial.datetime_start.timestamp() for trial in trials
-    )  # each run's heartbeat
+    # each run's heartbeat
+    assert all(trial.user_attrs[ALIVE_AT] >= trial.datetime_start.timestamp() for trial in trials)
     for trial in trials:
         run_dir = Path(trial.user_attrs["run_dir"])
         assert run_dir.name == str(trial.number) and (run_dir / "checkpoints" / "last.ckpt").is_file()
@@ -144,11 +143,8 @@ def test_a_killed_search_resumes_with_its_finished_trials(tmp_path):
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     trials = load_study(str(storage), "resumed").get_trials()
-    assert (trials[0].state, trials[0].value, trials[0].params) == (
-        TrialState.COMPLETE,
-        first.value,
-        first.params,
-    )  # kept as it was
+    kept = (trials[0].state, trials[0].value, trials[0].params)
+    assert kept == (TrialState.COMPLETE, first.value, first.params)  # as it was before the kill
     assert trials[1].state == TrialState.FAIL  # left running by the killed process
     assert [trial.state for trial in trials[2:]] == [TrialState.COMPLETE, TrialState.COMPLETE]  # 3 complete, as asked
     assert "marked failed" in result.stdout + result.stderr

@@ -152,9 +152,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("give --entity (or set WANDB_ENTITY): the workspace is saved under it")
     built = workspace(entity, args.project, args.group, args.name)
     if args.json:
-        args.json.write_text(
-            json.dumps(built._to_model().model_dump(by_alias=True), indent=1, default=str)
-        )  # the spec W&B would store
+        spec = built._to_model().model_dump(by_alias=True)  # what W&B would store
+        args.json.write_text(json.dumps(spec, indent=1, default=str))
         print(f"wrote {args.json}")
         return
     built.save()

@@ -161,9 +161,8 @@ def build(cfg: DictConfig) -> Experiment:
     check_targets(cfg.get("logger"), "logger")  # an optional package that is missing: said now, with its extra
     callbacks = instantiate_all(cfg.get("callbacks"))
     if not any(isinstance(callback, ProgressBar) for callback in callbacks):
-        trainer_overrides["enable_progress_bar"] = (
-            False  # callbacks.progress_bar=null: plain logs, not Lightning's default bar
-        )
+        # callbacks.progress_bar=null: plain logs, not Lightning's default bar
+        trainer_overrides["enable_progress_bar"] = False
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=instantiate_all(cfg.get("logger")) or False, **trainer_overrides
     )

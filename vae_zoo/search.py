@@ -269,10 +269,9 @@ class OptunaSearch:
             returns = self._launch(launcher, trials, overrides)
             failures = self._tell(study, trials, returns)
             failed += len(failures)
+            # failed trials are not finished ones: without the cap a search of failing runs never ends
             if failures and (len(failures) / len(trials) > self.max_failure_rate or failed > self.n_trials):
-                raise failures[
-                    0
-                ]  # failed trials are not finished ones: without this a search of failing runs never ends
+                raise failures[0]
         return self._results(study, sweep_dir)
 
     def _finished(self, study: optuna.Study) -> int:
