@@ -260,8 +260,7 @@ class OptunaSearch:
         )
         failed = 0
         while True:
-            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-            to_go = self.n_trials - self._finished(study) - running
+            to_go = self.n_trials - len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
             if to_go <= 0:
                 break
             trials = [study.ask() for _ in range(min(to_go, self.n_jobs))]
