@@ -87,6 +87,12 @@ def nets_must_fit(model_name: str, expected: str) -> Iterator[None]:
         ) from error
 
 
+def plain(value: Any) -> Any:
+    """An OmegaConf container as plain Python (dicts, lists), anything else as it is: what a
+    checkpoint read with ``weights_only=True`` can hold."""
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
 def plain_arguments(factory: Any) -> Any:
     """A Hydra ``_partial_`` factory with its list and dict arguments as plain Python containers.
 
@@ -94,14 +100,8 @@ def plain_arguments(factory: Any) -> Any:
     torch 2.6 (the floor; 2.15 does not) keeps an optimizer's arguments as given in its
     ``param_groups``: the checkpoint then holds an OmegaConf object, which a weights-only read
     refuses (found by the test suite at the dependency floors)."""
-    if isinstance(factory, functools.partial) and any(
-        isinstance(v, (DictConfig, ListConfig)) for v in factory.keywords.values()
-    ):
-        keywords = {
-            k: OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
-            for k, v in factory.keywords.items()
-        }
-        return functools.partial(factory.func, *factory.args, **keywords)
+    if isinstance(factory, functools.partial):
+        return functools.partial(factory.func, *factory.args, **{k: plain(v) for k, v in factory.keywords.items()})
     return factory
 
 
@@ -162,8 +162,7 @@ class ELBOModule(L.LightningModule):
             logger=False,
         )
         for key, value in list(self.hparams.items()):  # plain values only: checkpoints load with weights_only=True
-            if isinstance(value, (DictConfig, ListConfig)):
-                self.hparams[key] = OmegaConf.to_container(value, resolve=True)
+            self.hparams[key] = plain(value)
         self.latent_dim = latent_dim
         self.image_shape = (image_channels, image_size, image_size)
         self.condition_dim = condition_dim
