@@ -27,11 +27,9 @@ EXTRAS = {
 #: Hydra launchers (``hydra/launcher=<name>``) and the extra each needs.
 LAUNCHER_EXTRAS = {"slurm": "slurm", "submitit_slurm": "slurm", "submitit_local": "slurm", "joblib": "joblib"}
 
-#: ``_target_``s of the configs that need an extra.
-TARGET_EXTRAS = {
-    "lightning.pytorch.loggers.TensorBoardLogger": "tensorboard",
-    "vae_zoo.metrics.fid.inception_v3_features": "fid",
-}
+#: ``_target_``s of the configs that need an extra (checked when the loggers are built; FID's
+#: feature extractor names its extra itself, and evaluate skips FID without it by default).
+TARGET_EXTRAS = {"lightning.pytorch.loggers.TensorBoardLogger": "tensorboard"}
 
 
 class MissingExtraError(VaeZooError, ImportError):
@@ -67,19 +65,11 @@ def require(extra: str, what: str, minimum: str | None = None) -> None:
 
 def check_targets(node: object, where: str) -> None:
     """Require the extra of every ``_target_`` in ``node`` (a config or plain container) that needs one."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
+    from vae_zoo.trust import iter_targets
 
-    if isinstance(node, (DictConfig, ListConfig)):
-        node = OmegaConf.to_container(node, resolve=False)
-    if isinstance(node, dict):
-        target = node.get("_target_")
+    for _, target in iter_targets(node):
         if target in TARGET_EXTRAS:
             require(TARGET_EXTRAS[target], f"{where} ({target})")
-        for value in node.values():
-            check_targets(value, where)
-    elif isinstance(node, list):
-        for value in node:
-            check_targets(value, where)
 
 
 def check_launcher(args: list[str]) -> None:
