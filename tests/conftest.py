@@ -74,19 +74,21 @@ def mnist_root(tmp_path: Path) -> Path:
     return make_mnist_files(tmp_path / "data")
 
 
-def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m vae_zoo.train`` as a user would, logs under ``cwd``; ``env`` replaces
+def cli_command(args: list[str], cwd: Path, env: dict | None = None) -> tuple[list[str], dict]:
+    """``python -m vae_zoo.train <args>`` and its environment: logs under ``cwd``; ``env`` replaces
     the environment (default: this process's)."""
     base = os.environ if env is None else env
-    full_env = {**base, "VAE_ZOO_LOG_DIR": str(cwd / "logs"), "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "vae_zoo.train", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return [sys.executable, "-m", "vae_zoo.train", *args], {
+        **base,
+        "VAE_ZOO_LOG_DIR": str(cwd / "logs"),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m vae_zoo.train`` as a user would (:func:`cli_command`), to the end."""
+    command, full_env = cli_command(args, cwd, env)
+    return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
 def run_folders(log_dir: Path) -> list[Path]:

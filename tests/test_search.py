@@ -6,10 +6,8 @@ tiny sprites; the study is read back from its journal file with Optuna."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from vae_zoo.search import (
     search_space,
 )
 
-from conftest import TINY_SPRITES, run_cli
+from conftest import TINY_SPRITES, cli_command, run_cli
 
 TINY_NET = ["model.encoder.hidden_channels=[8,8,8]", "model.encoder.fc_features=32"]  # latent_dim is searched
 SEARCH = [
@@ -50,8 +48,7 @@ def journal(tmp_path: Path, study: str) -> Path:
 
 
 def search_command(tmp_path: Path, *args: str) -> tuple[list[str], dict]:
-    env = {**os.environ, "VAE_ZOO_LOG_DIR": str(tmp_path / "logs"), "PYTHONUNBUFFERED": "1"}
-    return [sys.executable, "-m", "vae_zoo.train", *SEARCH, *args], env
+    return cli_command([*SEARCH, *args], tmp_path)
 
 
 def test_search_space_grammar_gives_optuna_distributions():
