@@ -93,3 +93,20 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 
 
 def run_folders(log_dir: Path) -> list[Path]:
     return sorted(p for p in (log_dir / "train" / "runs").glob("*") if p.is_dir())
+
+
+def make_vq_vae_run(folder: Path, overrides: list[str] = ()) -> Path:
+    """A VQ-VAE run folder as training leaves it (config.yaml, checkpoints/last.ckpt), with
+    untrained weights: the first stage a ``model=vq_prior`` config needs, without training one."""
+    import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from vae_zoo.config import compose_config
+
+    cfg = compose_config(["model=vq_vae", *overrides], output_dir=folder)
+    model = instantiate(cfg.model)
+    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)))
+    torch.save({"state_dict": model.state_dict()}, folder / "checkpoints" / "last.ckpt")
+    return folder

@@ -13,7 +13,7 @@ from vae_zoo.config import compose_config, config_dir
 from vae_zoo.errors import ConfigError
 from vae_zoo.experiment import build
 
-from conftest import REPO, TINY_DATA, TINY_SPRITES
+from conftest import REPO, TINY_DATA, TINY_SPRITES, make_vq_vae_run
 
 # options that only make sense together with another choice
 COMPANIONS = {"conv_grid": ["model=vq_vae"]}
@@ -30,6 +30,8 @@ def test_every_config_composes_and_builds(group, option, tmp_path, mnist_root):
     overrides = [f"{group}={option}", *COMPANIONS.get(option, [])]
     if option == "mnist":
         overrides += [f"paths.data_dir={mnist_root}", "data.download=false"]
+    if option == "vq_prior":  # a second stage: it needs a VQ-VAE run to build on
+        overrides += [f"model.first_stage.path={make_vq_vae_run(tmp_path / 'vq_vae')}"]
     cfg = compose_config(overrides, output_dir=tmp_path)
     data = instantiate(cfg.data)
     model = instantiate(cfg.model)

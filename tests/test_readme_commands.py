@@ -25,7 +25,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from vae_zoo.config import config_dir
 from vae_zoo.experiment import check_compatible, instantiate
 
-from conftest import REPO
+from conftest import REPO, make_vq_vae_run
 
 # continuing a run folder needs the folder's own config.yaml: tests/test_faults.py runs those from the CLI
 NEEDS_A_RUN_FOLDER = "hydra.run.dir="
@@ -89,7 +89,13 @@ def test_readme_train_command_composes_and_builds(command, tmp_path, monkeypatch
 
 
 def compose_and_build(overrides: list[str], tmp_path: Path) -> None:
-    """Compose one job of a README command as the CLI would, and build its data and model."""
+    """Compose one job of a README command as the CLI would, and build its data and model. A
+    second stage (``model.first_stage.path=<run>``) gets an untrained first-stage run folder there,
+    made with the command's data settings."""
+    for override in overrides:
+        if override.startswith("model.first_stage.path="):
+            data = [o for o in overrides if o.startswith("data")]
+            make_vq_vae_run(Path(override.split("=", 1)[1]), [*data, f"paths.data_dir={tmp_path}"])
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose(
             "train",

@@ -298,7 +298,7 @@ def prepare_run_folder(
         "global_batch_size": global_batch_size(experiment),
     }
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    write_run_record(cfg, resolved, output_dir)
+    write_run_record(cfg, resolved, output_dir, parent=experiment.model.parent)
     for logger in trainer.loggers:
         logger.log_hyperparams({**resolved, **batch_semantics})
     log.info(model_summary(experiment.model))

@@ -251,7 +251,6 @@ def load_run(cfg: DictConfig, device: torch.device) -> LoadedRun:
             of ``model.latent_dim``).
     """
     # torch and Lightning only now: this module serves --help too
-    from vae_zoo.checkpointing import load_checkpoint
     from vae_zoo.experiment import check_compatible, instantiate
 
     run = check_run_config(cfg)
@@ -259,6 +258,16 @@ def load_run(cfg: DictConfig, device: torch.device) -> LoadedRun:
     datamodule.prepare_data()
     model: ELBOModule = instantiate(cfg.model)
     check_compatible(datamodule, model)
+    load_weights(model, run)
+    datamodule.setup("test")
+    return LoadedRun(model=model.to(device).eval(), datamodule=datamodule, run=run, device=device)
+
+
+def load_weights(model: ELBOModule, run: TrainedRun) -> None:
+    """Load ``run.checkpoint`` into ``model`` strictly (read with ``weights_only=True``) and note
+    where it came from in ``model.loaded_from``."""
+    from vae_zoo.checkpointing import load_checkpoint
+
     checkpoint = load_checkpoint(run.checkpoint)
     try:
         model.load_state_dict(checkpoint["state_dict"])
@@ -268,8 +277,38 @@ def load_run(cfg: DictConfig, device: torch.device) -> LoadedRun:
             f"({str(error).splitlines()[0]}). Leave the model settings as they were trained."
         ) from error
     model.on_load_checkpoint(checkpoint)
-    datamodule.setup("test")
-    return LoadedRun(model=model.to(device).eval(), datamodule=datamodule, run=run, device=device)
+    model.loaded_from = run
+
+
+def load_frozen_model(path: str | None, trusted_targets: Sequence[str] = ()) -> ELBOModule:
+    """The trained model of a run (a run folder: its best checkpoint; or a checkpoint file), in
+    eval mode, as its own ``config.yaml`` builds it: the first stage a second stage builds on
+    (``conf/model/vq_prior.yaml`` names this function).
+
+    The same checks as for ``evaluate`` apply to that run: its config must be the plain file
+    training writes and name only trusted targets (plus ``trusted_targets``), and its
+    checkpoint is read weights-only. ``model.loaded_from`` is the :class:`TrainedRun`.
+
+    Raises:
+        ConfigError: no such run or checkpoint, or weights that do not fit its config.
+        UntrustedFileError: the run's config names an untrusted target.
+    """
+    from vae_zoo.experiment import instantiate
+
+    if path is None or str(path) in ("", "???"):
+        raise ConfigError(
+            "Name the trained run this model builds on: model.first_stage.path=<run folder or checkpoint> "
+            "(for model=vq_prior, a VQ-VAE run: python -m vae_zoo.train model=vq_vae ...)."
+        )
+    run = locate_run(path)
+    node = OmegaConf.load(run.config_file)
+    if not isinstance(node, DictConfig) or "model" not in node:
+        raise ConfigError(f"{run.config_file} holds no model config: is {run.run_dir} a vae_zoo training run?")
+    check_run_folder_is_plain(run, node)
+    check_trusted_targets(node, list(trusted_targets), source=f"the config of {run.run_dir} (config.yaml)")
+    model: ELBOModule = instantiate(node.model)
+    load_weights(model, run)
+    return model.eval()
 
 
 # ------------------------------------------------------- train continuing a run: continued_run

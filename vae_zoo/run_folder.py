@@ -161,10 +161,19 @@ def check_fresh_or_resumed(folder: Path, resuming: bool) -> None:
         )
 
 
-def write_run_record(cfg: DictConfig, resolved: dict[str, Any], folder: Path) -> None:
+#: The file of a second stage's run folder naming the run of its frozen first stage.
+PARENT_FILE = "parent.json"
+
+
+def write_run_record(cfg: DictConfig, resolved: dict[str, Any], folder: Path, parent: Any = None) -> None:
     """Write ``config.yaml`` (``resolved``, the fully resolved config) atomically, and, inside a
-    Hydra run, Hydra's record of the job in ``.hydra/`` as Hydra itself would write it."""
+    Hydra run, Hydra's record of the job in ``.hydra/`` as Hydra itself would write it. A second
+    stage's run also gets ``parent.json``: the run folder and checkpoint of its first stage
+    (``parent``, a :class:`vae_zoo.run_config.TrainedRun`)."""
     atomic_write(folder / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(OmegaConf.create(resolved)).encode()))
+    if parent is not None:
+        record = {"run_dir": str(parent.run_dir), "checkpoint": str(parent.checkpoint)}
+        atomic_write(folder / PARENT_FILE, lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():

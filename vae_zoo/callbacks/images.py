@@ -198,8 +198,9 @@ class Interpolations(MediaCallback):
 
 
 class ClassConditionalGrid(MediaCallback):
-    """Conditional models with one-hot labels: row c decodes the same ``samples_per_class``
-    prior draws (made once from ``seed``) with label c."""
+    """Conditional models with one-hot labels: row c holds ``samples_per_class`` draws given
+    label c (``model.class_grid_sample``, made from ``seed``: the CVAE decodes the same z in
+    every row, a learned prior over codes draws the codes given each label)."""
 
     name = "class_conditional"
 
@@ -211,10 +212,8 @@ class ClassConditionalGrid(MediaCallback):
         return module.capabilities.conditional and module.encoding == "one_hot"
 
     def render(self, module: L.LightningModule, inputs: PictureInputs) -> Tensor:
-        z = module.prior_sample(self.samples_per_class, torch.Generator().manual_seed(self.seed))["z"]
-        labels = torch.arange(module.num_classes).repeat_interleave(self.samples_per_class)
-        z = z.repeat(module.num_classes, 1)
-        return grid(module.generate(z, module.encode_labels(labels)), self.samples_per_class)
+        draws = module.class_grid_sample(self.samples_per_class, torch.Generator().manual_seed(self.seed))
+        return grid(module.generate(**draws), self.samples_per_class)
 
 
 class KLPerDimension(MediaCallback):

@@ -271,6 +271,17 @@ class InMemoryDataModule(L.LightningDataModule):
             splits = self._keep_train_classes(splits)
         self.splits = splits
 
+    def training_images_once(self) -> Tensor:
+        """The training split's uint8 images as one fixed copy: under ``binarize=dynamic``
+        binarized once with a fixed seed (``seed + 1``), as the evaluation sets are; otherwise as
+        served. For work that needs the training set once, e.g. a second stage's cached codes."""
+        if self.splits is None:
+            self.setup()
+        images = self.splits["train"]["image"]
+        if self.binarize != "dynamic":
+            return images
+        return binarize_uint8(images, "dynamic", torch.Generator().manual_seed(self.seed + 1))
+
     def _keep_train_classes(self, splits: dict[str, Split]) -> dict[str, Split]:
         """The train and val splits without the examples whose label is not in ``train_classes``
         (a copy of what is kept; the test split is left as it is)."""

@@ -115,9 +115,12 @@ class ELBOAndReconstruction(EvaluationMetric):
         mean_elbo = elbo_per_example.mean().item()
         report.add("elbo", mean_elbo, "nats/example", note="E_q[log p(x|z)] - KL, one posterior sample per example")
         report.add("recon", torch.cat(recon).double().mean().item(), "nats/example", note="-E_q[log p(x|z)]")
-        kl_note = (
-            "KL(q(z|x) || N(0, I))" if model.capabilities.gaussian_posterior else "constant: log K per latent position"
-        )
+        if model.capabilities.learned_prior:
+            kl_note = "-log p(codes) under the learned prior"
+        elif model.capabilities.gaussian_posterior:
+            kl_note = "KL(q(z|x) || N(0, I))"
+        else:
+            kl_note = "constant: log K per latent position"
         report.add("kl", torch.cat(kl).double().mean().item(), "nats/example", note=kl_note)
         report.add(
             "bits_per_dim",

@@ -9,6 +9,7 @@ from vae_zoo.models.factor_vae import FactorVAE
 from vae_zoo.models.iwae import IWAE
 from vae_zoo.models.terms import Capabilities, ELBOTerms, ImportanceSamples
 from vae_zoo.models.vae import VAE
+from vae_zoo.models.vq_prior import LearnedPriorVQVAE
 from vae_zoo.models.vq_vae import VQVAE
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "BetaVAE",
     "ConditionalVAE",
     "VQVAE",
+    "LearnedPriorVQVAE",
     "IWAE",
     "BetaTCVAE",
     "FactorVAE",

@@ -128,6 +128,11 @@ class ELBOModule(L.LightningModule):
     beta: float = 1.0
     #: what this model can do; a variant that differs declares its own.
     capabilities: Capabilities = Capabilities()
+    #: the run this model was read from (:func:`vae_zoo.run_config.load_frozen_model`), else None
+    loaded_from: Any = None
+    #: the run of a frozen first stage this model builds on (a second stage), else None; the
+    #: run folder names it in ``parent.json``
+    parent: Any = None
 
     def __init__(
         self,
@@ -158,6 +163,8 @@ class ELBOModule(L.LightningModule):
                 "kl_schedule",
                 "quantizer",
                 "discriminator_optimizer",
+                "first_stage",
+                "prior",
             ],
             logger=False,
         )

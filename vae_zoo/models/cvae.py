@@ -72,3 +72,9 @@ class ConditionalVAE(ELBOModule):
             labels = torch.randint(0, 2, (num_samples, self.num_classes), generator=generator)
         prior["condition"] = self.encode_labels(labels)
         return prior
+
+    def class_grid_sample(self, samples_per_class: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """The same ``samples_per_class`` draws of z for every class in turn, with the class's label."""
+        z = super().prior_sample(samples_per_class, generator)["z"]
+        labels = torch.arange(self.num_classes).repeat_interleave(samples_per_class)
+        return {"z": z.repeat(self.num_classes, 1), "condition": self.encode_labels(labels)}

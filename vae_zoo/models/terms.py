@@ -25,6 +25,8 @@ class Capabilities:
         conditional: the model reads a condition from each batch (``model.label_key``,
             ``model.encoding``, ``model.num_classes``).
         stochastic_layers: how many layers of latent variables (1 for a single-layer VAE).
+        learned_prior: the prior over the latents is a learned model of its own, fitted over a
+            frozen first stage (:class:`~vae_zoo.models.LearnedPriorVQVAE`), not N(0, I) or uniform.
         manual_optimization: the model steps its own optimizers (e.g. FactorVAE's
             discriminator); the experiment then hands it the trainer's gradient clipping.
     """
@@ -34,6 +36,7 @@ class Capabilities:
     codebook: bool = False
     conditional: bool = False
     stochastic_layers: int = 1
+    learned_prior: bool = False
     manual_optimization: bool = False
 
 
@@ -57,7 +60,8 @@ class ELBOTerms:
     Attributes:
         log_px_z: (B,) log p(x|z) for one posterior sample, nats per example.
         kl_per_example_dim: (B, latent_dim) KL(q(z|x) || p(z)) per latent dimension, nats.
-        x_params: decoder output (the parameters of p(x|z)), image-shaped.
+        x_params: decoder output (the parameters of p(x|z)), image-shaped; None where the step
+            did not decode (a learned prior trained on cached codes).
         loss: the scalar the optimiser minimises; set by the variant's ``objective``.
         extras: scalars a variant adds (VQ-VAE: codebook and commitment losses, perplexity,
             dead codes), logged as ``<stage>/<name>``.
@@ -73,7 +77,7 @@ class ELBOTerms:
 
     log_px_z: Tensor
     kl_per_example_dim: Tensor
-    x_params: Tensor
+    x_params: Tensor | None
     loss: Tensor | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
     latent_mean: Tensor | None = None

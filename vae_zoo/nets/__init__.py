@@ -6,9 +6,11 @@ and maps (B, C, S, S) images to (B, out_features); every decoder as
 to (B, out_channels, S, S). The model fills in the shape arguments (from the data config and
 the latent size); configs set only the architecture, as ``_partial_`` targets. Grid nets (for
 VQ-VAE) keep the spatial layout: ``GridEncoder(in_channels, image_size, out_channels)`` and
-``GridDecoder(in_channels, out_channels, image_size)``.
+``GridDecoder(in_channels, out_channels, image_size)``. Priors over a VQ-VAE's codes
+(:class:`CodeTransformer`) are built as ``Prior(num_codes, grid_size, num_classes)``.
 """
 
+from vae_zoo.nets.code_prior import CodeTransformer
 from vae_zoo.nets.conv import (
     ConvDecoder,
     ConvEncoder,
@@ -28,4 +30,5 @@ __all__ = [
     "MLPEncoder",
     "MLPDecoder",
     "conv_feature_sizes",
+    "CodeTransformer",
 ]
