@@ -253,3 +253,27 @@ def test_a_run_that_is_not_a_vq_vae_is_refused_before_anything_is_written(two_st
 def test_the_first_stage_must_be_named(tmp_path):
     result = run_cli(["model=vq_prior", *TINY_DATA, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert result.returncode != 0 and "model.first_stage.path=<run folder or checkpoint>" in result.stderr
+
+
+def test_a_run_file_cannot_trust_more_for_its_first_stage_than_the_command_line(two_stage):
+    """A second stage's config.yaml carries the trusted targets its first stage is built with:
+    an edited one that trusts more than the command line is refused before anything is built."""
+    from omegaconf import OmegaConf
+
+    from vae_zoo.errors import UntrustedFileError
+    from vae_zoo.evaluation import evaluate
+    from vae_zoo.run_config import compose_run_config
+
+    prior_run = two_stage["prior"]
+    edited = prior_run.parent / "edited_prior"
+    edited.mkdir()
+    (edited / "checkpoints").symlink_to(prior_run / "checkpoints")
+    config = OmegaConf.load(prior_run / "config.yaml")
+    config.model.first_stage.trusted_targets = ["os"]
+    (edited / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    cfg = compose_run_config(edited, ["evaluate.fid=false"], output_dir=edited / "evaluation")
+    with pytest.raises(
+        UntrustedFileError, match=r"model.first_stage.trusted_targets trusts os.*trusted_targets=\[os\]"
+    ):
+        evaluate(cfg)
+    assert not (edited / "evaluation").exists()

@@ -145,17 +145,35 @@ def check_trusted_targets(cfg: DictConfig, trusted: Sequence[str] = (), source: 
     Raises:
         UntrustedFileError: naming each refused target, its config key, the reason and the fix.
     """
-    refused = []
+    refused, names = [], []
     for key, target in iter_targets(cfg):
         reason = why_untrusted(target, list(trusted))
         if reason is not None:
             refused.append(f"{key}._target_={target} ({reason})")
+            names.append(target)
+    for key, granted in _nested_trust(cfg):  # e.g. model.first_stage.trusted_targets: what a parent run is built with
+        beyond = [str(name) for name in granted if str(name) not in trusted]
+        if beyond:
+            refused.append(f"{key} trusts {', '.join(beyond)} (a file cannot trust more than the command line does)")
+            names += beyond
     if refused:
         raise UntrustedFileError(
             f"Not building {source}: it names targets outside the trusted set, which could run code: "
             f"{'; '.join(refused)}. Nothing was built or run. If you trust them, say so on the command line, e.g. "
-            f"trusted_targets=[{refused[0].split('=', 1)[1].split(' ', 1)[0]}] (a module prefix or a full path)."
+            f"trusted_targets=[{names[0]}] (a module prefix or a full path)."
         )
+
+
+def _nested_trust(node: Any, path: str = "") -> Iterator[tuple[str, list]]:
+    """(config key, value) of every ``trusted_targets`` list below the top level of ``node``."""
+    if isinstance(node, (DictConfig, dict)):
+        items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else node.items()
+        for key, value in items:
+            where = f"{path}.{key}" if path else str(key)
+            if key == "trusted_targets" and path and isinstance(value, (ListConfig, list, tuple)):
+                yield where, list(value)
+            else:
+                yield from _nested_trust(value, where)
 
 
 def plain_config_problems(node: DictConfig) -> list[str]:
