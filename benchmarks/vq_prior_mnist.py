@@ -83,14 +83,17 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=1000, help="prior samples per prior, classified")
     parser.add_argument("--pictures", type=Path, default=None, help="folder for the two 8x8 sample grids")
     parser.add_argument("--work", type=Path, default=None, help="keep the two run folders here")
+    parser.add_argument("--vq-run", type=Path, default=None, help="a trained VQ-VAE run folder: skip stage 1")
     args = parser.parse_args()
     torch.manual_seed(0)
     work = args.work or Path(tempfile.mkdtemp(prefix="vq_prior_"))
-    vq_run, prior_run = work / "vq_vae", work / "vq_prior"
+    vq_run, prior_run = args.vq_run or work / "vq_vae", work / "vq_prior"
 
-    vq_seconds, _ = train_stage(
-        ["model=vq_vae", *data_overrides(args.root), f"trainer.max_epochs={args.vq_epochs}"], vq_run
-    )
+    vq_seconds = float("nan")
+    if args.vq_run is None:
+        vq_seconds, _ = train_stage(
+            ["model=vq_vae", *data_overrides(args.root), f"trainer.max_epochs={args.vq_epochs}"], vq_run
+        )
     prior_seconds, _ = train_stage(
         [
             "model=vq_prior",
