@@ -121,6 +121,17 @@ class DiagonalGaussian:
         """
         return 0.5 * (self.mu.pow(2) + torch.exp(self.logvar) - 1.0 - self.logvar)
 
+    def kl_to(self, other: DiagonalGaussian) -> Tensor:
+        """KL(self || other) per example and latent dimension, (B, latent_dim), in nats.
+
+        Closed form: 0.5 * (log s_o^2 - log s^2 + (s^2 + (mu - mu_o)^2) / s_o^2 - 1)."""
+        return 0.5 * (
+            other.logvar
+            - self.logvar
+            + (torch.exp(self.logvar) + (self.mu - other.mu).pow(2)) * torch.exp(-other.logvar)
+            - 1.0
+        )
+
     def log_prob(self, z: Tensor) -> Tensor:
         """log q(z|x) summed over latent dimensions: (B,) nats."""
         return -0.5 * ((z - self.mu).pow(2) * torch.exp(-self.logvar) + self.logvar + math.log(2 * math.pi)).sum(dim=-1)

@@ -160,7 +160,8 @@ class LatentTraversals(MediaCallback):
         images, condition = self.batch_on(module, inputs)
         code = module.latent_code(images, condition)[0]
         values = torch.linspace(-self.span, self.span, self.num_values, device=module.device)
-        dims = dims_by_kl(inputs.metrics, module.latent_dim)[: self.num_dims]
+        dims = [dim for dim in dims_by_kl(inputs.metrics, module.latent_dim) if dim in module.traversal_dims]
+        dims = dims[: self.num_dims]
         codes = code.repeat(len(dims) * self.num_values, 1)
         for row, dim in enumerate(dims):
             codes[row * self.num_values : (row + 1) * self.num_values, dim] = values

@@ -6,6 +6,7 @@ from vae_zoo.models.beta_vae import BetaVAE
 from vae_zoo.models.cvae import ConditionalVAE
 from vae_zoo.models.dip_vae import DIPVAE
 from vae_zoo.models.factor_vae import FactorVAE
+from vae_zoo.models.hvae import HierarchicalVAE
 from vae_zoo.models.iwae import IWAE
 from vae_zoo.models.terms import Capabilities, ELBOTerms, ImportanceSamples
 from vae_zoo.models.vae import VAE
@@ -26,4 +27,5 @@ __all__ = [
     "BetaTCVAE",
     "FactorVAE",
     "DIPVAE",
+    "HierarchicalVAE",
 ]

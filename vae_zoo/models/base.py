@@ -328,6 +328,11 @@ class ELBOModule(L.LightningModule):
         interpolations and traversals)."""
         return self.generate(code, condition)
 
+    @property
+    def traversal_dims(self) -> range:
+        """The latent dimensions a traversal may vary (all of them; a hierarchy: its top layer)."""
+        return range(self.latent_dim)
+
     @torch.no_grad()
     def reconstruct(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
         """Mean of p(x|z) at the posterior mean of z: images in [0, 1]."""
