@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 from functools import partial
 
 import pytest
 import torch
 from test_cli import read_metrics
+from test_evaluate import run_module
 from torch.distributions import Bernoulli as TorchBernoulli
 from torch.distributions import Normal, kl_divergence
 
@@ -147,6 +149,16 @@ def test_a_two_layer_model_trains_from_the_cli_and_logs_each_layer(tmp_path, mni
     for picture in ("prior_samples", "traversals", "interpolations", "kl_per_dim", "reconstructions"):
         assert (run / "images" / f"{picture}_epoch0002.png").is_file(), picture
     assert "test/elbo" in result.stdout
+    # evaluate: the IS-NLL through the model's own log weights, a tighter bound than the ELBO
+    args = [f"ckpt_path={run}", "evaluate.num_importance_samples=50", "evaluate.fid=false"]
+    result = run_module("vae_zoo.evaluate", args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run / "evaluation" / "metrics.json").read_text())["metrics"]
+    assert metrics["nll"]["value"] <= -metrics["nll"]["elbo_same_examples"] + 0.5
+    assert metrics["nll"]["k"] == 50 and metrics["active_units"]["of"] == 7
+    result = run_module("vae_zoo.sample", [f"ckpt_path={run}", "num_samples=4", "traversals.num_dims=2"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run / "samples" / "traversals.png").is_file()
 
 
 def test_resume_reaches_the_same_metrics_as_an_uninterrupted_run(tmp_path):

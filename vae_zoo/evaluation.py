@@ -244,7 +244,6 @@ def _kl_per_dim_metrics(model: ELBOModule, batches: SplitBatches) -> dict[str, T
     callback ranks dimensions by (``val/kl_dim/<i>``)."""
     total, count = torch.zeros(model.latent_dim, dtype=torch.float64, device=model.device), 0
     for batch in batches():
-        posterior = model.encode(batch["image"], model.condition(batch))
-        total += model.kl_per_example_dim(posterior).double().sum(dim=0)
+        total += model.batch_terms(batch).kl_per_example_dim.double().sum(dim=0)
         count += len(batch["image"])
     return {f"val/kl_dim/{i}": value for i, value in enumerate((total / count).cpu())}

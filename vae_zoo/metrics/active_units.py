@@ -26,7 +26,7 @@ def posterior_mean_variance(model: ELBOModule, batches: Iterable[Mapping[str, Te
     model.eval()
     moments = ExampleMeans({"mean": (model.latent_dim,), "mean_sq": (model.latent_dim,)}).to(model.device)
     for batch in batches:
-        mean = model.encode(batch["image"], model.condition(batch)).mu
+        mean = model.latent_code(batch["image"], model.condition(batch))  # E_q[z|x] (a hierarchy: every layer)
         moments.update({"mean": mean, "mean_sq": mean.pow(2)})
     model.train(was_training)
     result = moments.compute()

@@ -121,6 +121,12 @@ class HierarchicalVAE(ELBOModule):
             gaussians.append(DiagonalGaussian(*head(features).chunk(2, dim=1)))
         return gaussians
 
+    def encode(self, x: Tensor, condition: Tensor | None = None) -> list[DiagonalGaussian]:
+        """The bottom-up half of q(z|x): each layer's Gaussian from x alone (the posterior of a
+        layer below the top also depends on the layer above: :meth:`walk_top_down`). What the
+        importance-sampled NLL computes once per batch and hands back as ``posterior``."""
+        return self.bottom_up_gaussians(x)
+
     def prior_of(self, i: int, z_above: Tensor | None, batch: int) -> DiagonalGaussian:
         """p(z_l | z_l+1); N(0, I) at the top (z_above None)."""
         if z_above is None:
@@ -187,6 +193,7 @@ class HierarchicalVAE(ELBOModule):
         condition: Tensor | None = None,
         target: Tensor | None = None,
         generator: torch.Generator | None = None,
+        posterior: list[DiagonalGaussian] | None = None,
         **_: Any,
     ) -> ImportanceSamples:
         """k top-down posterior paths per example, weighed by
@@ -195,9 +202,8 @@ class HierarchicalVAE(ELBOModule):
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
         k, batch = num_samples, x.shape[0]
-        bottom_up = [
-            DiagonalGaussian(_repeat_batch(g.mu, k), _repeat_batch(g.logvar, k)) for g in self.bottom_up_gaussians(x)
-        ]
+        gaussians = self.bottom_up_gaussians(x) if posterior is None else posterior
+        bottom_up = [DiagonalGaussian(_repeat_batch(g.mu, k), _repeat_batch(g.logvar, k)) for g in gaussians]
         noise = torch.cat(
             [torch.randn(batch, self.latent_dim, generator=generator, dtype=x.dtype, device=x.device) for _ in range(k)]
         )
