@@ -146,6 +146,8 @@ def test_a_two_layer_model_trains_from_the_cli_and_logs_each_layer(tmp_path, mni
     for row in val:
         total = float(row["val/kl_layer/1"]) + float(row["val/kl_layer/2"])
         assert total == pytest.approx(float(row["val/kl"]), rel=1e-4)
+        per_layer = [float(row[f"val/active_units_layer/{layer}"]) for layer in ("1", "2")]
+        assert per_layer[0] <= 4 and per_layer[1] <= 3 and sum(per_layer) == float(row["val/active_units"])
     for picture in ("prior_samples", "traversals", "interpolations", "kl_per_dim", "reconstructions"):
         assert (run / "images" / f"{picture}_epoch0002.png").is_file(), picture
     assert "test/elbo" in result.stdout

@@ -328,6 +328,11 @@ class ELBOModule(L.LightningModule):
         interpolations and traversals)."""
         return self.generate(code, condition)
 
+    def latent_layers(self) -> dict[str, range]:
+        """Layer name -> its dimensions in z, for models with several stochastic layers (whose
+        active units are then also logged per layer); a single-layer model: none."""
+        return {}
+
     @property
     def traversal_dims(self) -> range:
         """The latent dimensions a traversal may vary (all of them; a hierarchy: its top layer)."""
@@ -449,6 +454,9 @@ class ELBOModule(L.LightningModule):
             metrics.update({metric_key(stage, KL_PER_DIM, i): kl for i, kl in enumerate(means["kl_per_dim"])})
             variance = variance_from_means(means["latent_mean"], means["latent_mean_sq"], means["count"])
             metrics[metric_key(stage, ACTIVE_UNITS)] = (variance > ACTIVE_UNIT_THRESHOLD).sum().float()
+            for layer, dims in self.latent_layers().items():  # a hierarchy: posterior collapse per layer
+                active = (variance[dims.start : dims.stop] > ACTIVE_UNIT_THRESHOLD).sum().float()
+                metrics[f"{stage}/{ACTIVE_UNITS}_layer/{layer}"] = active
         for name, value in metrics.items():  # already reduced over all ranks: no sync_dist
             self.log(name, value, prog_bar=name == "val/elbo")
 

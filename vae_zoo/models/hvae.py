@@ -233,6 +233,11 @@ class HierarchicalVAE(ELBOModule):
         """The indices of z_L in the concatenated latent (bottom first)."""
         return range(self.latent_dim - self.latent_dims[-1], self.latent_dim)
 
+    def latent_layers(self) -> dict[str, range]:
+        """``"1"`` (the bottom) ... ``"L"`` -> that layer's dimensions in the concatenated z."""
+        starts = [sum(self.latent_dims[:i]) for i in range(len(self.latent_dims))]
+        return {str(i + 1): range(start, start + size) for i, (start, size) in enumerate(zip(starts, self.latent_dims))}
+
     @property
     def traversal_dims(self) -> range:
         """Traversals vary the top layer (:meth:`decode_latent` reads only that one)."""
