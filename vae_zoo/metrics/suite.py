@@ -345,6 +345,8 @@ class Disentanglement(EvaluationMetric):
     def skip_reason(self, context: EvaluationContext) -> str | None:
         if not self.enabled:
             return "evaluate.disentanglement=false"
+        if not context.model.capabilities.gaussian_posterior:  # a code grid: thousands of "dimensions", minutes of DCI
+            return f"{_deterministic_posterior(context.model)}: MIG, FactorVAE and DCI score the dimensions of a Gaussian code"
         if "factors" not in context.batches.first():
             return f"{type(context.datamodule).__name__} has no ground-truth factors"
         return None
