@@ -55,7 +55,7 @@ class LearnedPriorLikelihood(EvaluationMetric):
         value, error = _mean_and_standard_error(prior_nll)
         report.add("prior_nll", value, "nats/example", standard_error=error, positions=positions, **on)
         learned = log_px_z - prior_nll
-        uniform = log_px_z - positions * math.log(num_codes)
+        uniform = log_px_z - model.uniform_prior_kl
         for name, elbo in (("elbo_learned_prior", learned), ("elbo_uniform_prior", uniform)):
             value, error = _mean_and_standard_error(elbo)
             report.add(name, value, "nats/example", standard_error=error, **on)

@@ -111,6 +111,11 @@ class LearnedPriorVQVAE(ELBOModule):
     def configure_optimizers(self) -> Any:
         return self.configure_optimizers_for(self.prior.parameters())
 
+    @property
+    def uniform_prior_kl(self) -> float:
+        """h·w·log K nats: the KL of the point-mass posterior to the uniform prior (the first stage's own)."""
+        return self.prior.num_positions * math.log(self.quantizer.num_codes)
+
     # ----------------------------------------------------------------- the objective
     def objective(self, terms: ELBOTerms) -> Tensor:
         return terms.kl  # -log p(c(x)): the first stage is frozen, its reconstruction term a constant
@@ -135,11 +140,9 @@ class LearnedPriorVQVAE(ELBOModule):
 
     def batch_terms(self, batch: Mapping[str, Tensor]) -> ELBOTerms:
         """The training split's cached codes where the batch has them, else the first stage's codes of the images."""
-        if CODES in batch:
-            codes, log_px_z = batch[CODES].long(), batch[CODES_LOG_PX]
-        else:
-            codes, log_px_z = self.first_stage_codes(batch["image"], batch.get("target"))
-        terms = self.code_terms(codes, log_px_z, self.condition(batch))
+        if CODES not in batch:
+            return super().batch_terms(batch)
+        terms = self.code_terms(batch[CODES].long(), batch[CODES_LOG_PX], self.condition(batch))
         terms.loss = self.objective(terms)
         return terms
 
@@ -151,7 +154,6 @@ class LearnedPriorVQVAE(ELBOModule):
         """The ELBO terms with the learned prior: KL per latent position = -log p(c_i | c_<i), nats."""
         logits = self.prior(codes, condition)  # (B, h·w, K)
         nll_per_position = F.cross_entropy(logits.transpose(1, 2), codes.flatten(1), reduction="none")
-        uniform_kl = self.prior.num_positions * math.log(self.quantizer.num_codes)
         return ELBOTerms(
             log_px_z=log_px_z,
             kl_per_example_dim=nll_per_position,
@@ -159,7 +161,7 @@ class LearnedPriorVQVAE(ELBOModule):
             z=codes,
             extras={
                 "code_nll": nll_per_position.detach().mean(),
-                "uniform_prior_elbo": (log_px_z - uniform_kl).mean(),
+                "uniform_prior_elbo": (log_px_z - self.uniform_prior_kl).mean(),
             },
         )
 
