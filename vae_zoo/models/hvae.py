@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -231,12 +232,12 @@ class HierarchicalVAE(ELBOModule):
     @property
     def top_layer(self) -> range:
         """The indices of z_L in the concatenated latent (bottom first)."""
-        return range(self.latent_dim - self.latent_dims[-1], self.latent_dim)
+        return self.latent_layers()[str(len(self.latent_dims))]
 
     def latent_layers(self) -> dict[str, range]:
         """``"1"`` (the bottom) ... ``"L"`` -> that layer's dimensions in the concatenated z."""
-        starts = [sum(self.latent_dims[:i]) for i in range(len(self.latent_dims))]
-        return {str(i + 1): range(start, start + size) for i, (start, size) in enumerate(zip(starts, self.latent_dims))}
+        ends = list(itertools.accumulate(self.latent_dims))
+        return {str(i + 1): range(end - size, end) for i, (end, size) in enumerate(zip(ends, self.latent_dims))}
 
     @property
     def traversal_dims(self) -> range:
