@@ -254,6 +254,63 @@ def test_a_run_folder_that_would_act_before_or_around_the_check_is_refused(train
     assert not marker.exists() and "Traceback" not in result.stderr
 
 
+BAD_ARGUMENTS = {
+    # key in config.yaml -> the trusted class it builds and an argument that class does not take
+    "model": "not_an_argument",
+    "callbacks.model_checkpoint": "bogus_option",
+    "trainer.profiler": "no_such_setting",
+    "logger.csv": "unknown",
+}
+
+
+@pytest.mark.parametrize("key", sorted(BAD_ARGUMENTS))
+def test_a_run_config_giving_a_trusted_class_arguments_it_does_not_take_names_file_key_and_argument(
+    trained_run, tmp_path, key
+):
+    run = copy_run(trained_run, tmp_path / "run")
+    config = OmegaConf.load(run / "config.yaml")
+    if key == "trainer.profiler":
+        OmegaConf.update(config, key, {"_target_": "lightning.pytorch.profilers.SimpleProfiler"}, force_add=True)
+    OmegaConf.update(config, f"{key}.{BAD_ARGUMENTS[key]}", 1, force_add=True)
+    OmegaConf.save(config, run / "config.yaml")
+    continued = OmegaConf.merge(
+        config, {"continued_run": str(run)}
+    )  # what `train hydra.run.dir=<run> ckpt_path=last` builds
+    checks = [lambda: build(continued)]
+    if key == "model":  # what evaluate and sample build from a run
+        checks.append(lambda: evaluate(compose_run_config(run, ["evaluate.fid=false"], output_dir=tmp_path / "eval")))
+    for check in checks:
+        with pytest.raises(ConfigError) as refused:
+            check()
+        message = str(refused.value)
+        assert str(run / "config.yaml") in message and f"{key} builds" in message and BAD_ARGUMENTS[key] in message
+        assert "\n" not in message
+
+
+def test_a_run_config_with_a_yaml_python_tag_is_one_line_naming_the_file_and_line(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path / "run")
+    marker = tmp_path / "pwned"
+    text = (
+        (run / "config.yaml")
+        .read_text()
+        .replace("seed: 0\n", f"seed: !!python/object/apply:os.system ['touch {marker}']\n")
+    )
+    (run / "config.yaml").write_text(text)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "!!python" in row)
+    for module in ("vae_zoo.evaluate", "vae_zoo.sample"):
+        result = subprocess.run(
+            [sys.executable, "-m", module, f"ckpt_path={run}"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        (message,) = [row for row in result.stderr.splitlines() if row.strip()]
+        assert str(run / "config.yaml") in message and f"line {line}" in message and "python/object" in message
+    assert not marker.exists()
+
+
 def test_a_symbolic_link_where_evaluate_writes_is_refused(trained_run, tmp_path):
     run = copy_run(trained_run, tmp_path / "run")
     victim = tmp_path / "victim.txt"

@@ -118,6 +118,18 @@ def test_ancestral_samples_have_the_right_shape_and_repeat_under_a_seed():
     )
 
 
+def test_dreg_is_refused_rather_than_ignored(tmp_path):
+    model = tiny_hvae()
+    with pytest.raises(ConfigError, match="no DReG estimator"):
+        model.log_importance_weights(images(), 3, stop_posterior_gradient=True)
+    assert model.log_importance_weights(images(), 3).log_weights.shape == (6, 3)
+    from vae_zoo.config import compose_config
+    from vae_zoo.experiment import build
+
+    with pytest.raises(ConfigError, match=r"model builds vae_zoo\.models\.hvae\.HierarchicalVAE .*'dreg'"):
+        build(compose_config([*TINY_HVAE, "+model.dreg=true"], output_dir=tmp_path))
+
+
 def test_bad_layer_settings_are_refused():
     with pytest.raises(ConfigError, match="one positive size per layer"):
         HierarchicalVAE(

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from vae_zoo.config import compose_config
+from vae_zoo.errors import ConfigError
 from vae_zoo.experiment import train
 from vae_zoo.likelihoods import Bernoulli
 from vae_zoo.models import DIPVAE, IWAE, VAE, BetaTCVAE, FactorVAE
@@ -134,13 +135,84 @@ def test_dreg_gives_the_decoder_iwae_s_gradient_and_the_encoder_the_doubly_repar
 # -------------------------------------------------------------------------------- β-TCVAE
 @pytest.mark.parametrize("sampling", ["minibatch_weighted", "stratified"])
 def test_the_three_beta_tcvae_terms_add_up_to_log_q_minus_log_p(sampling):
-    model = BetaTCVAE(sampling=sampling, **TINY_MLP)
-    model.dataset_size.fill_(1000)
+    model = BetaTCVAE(sampling=sampling, dataset_size=1000, **TINY_MLP)
     terms = model.elbo_terms(batch(48, seed=3))
     parts = model.kl_decomposition(terms)
     total = (terms.posterior.log_prob(terms.z) - standard_normal_log_prob(terms.z)).mean()
     torch.testing.assert_close(sum(parts.values()), total, rtol=1e-5, atol=1e-4)
     assert parts["total_correlation"].item() > -1e-3 or sampling == "stratified"  # MWS: log q(z) >= its product bound
+
+
+def test_the_stratified_weights_give_each_sample_its_own_example_1_over_n_and_each_row_sums_to_one():
+    size, batch_size = 1000, 16
+    m = batch_size - 1
+    weights = BetaTCVAE(sampling="stratified", dataset_size=size, **TINY_MLP).log_importance_weights_matrix(
+        batch_size, size
+    )
+    weights = weights.exp()
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(batch_size, dtype=weights.dtype))
+    torch.testing.assert_close(weights.diagonal(), torch.full((batch_size,), 1 / size, dtype=weights.dtype))
+    off_diagonal = weights[~torch.eye(batch_size, dtype=torch.bool)].reshape(batch_size, m)
+    stratified = (off_diagonal - (size - m) / (size * m)).abs() < 1e-12
+    assert stratified.sum(dim=1).tolist() == [1] * batch_size  # one stratified entry per row
+    assert ((off_diagonal - 1 / m).abs() < 1e-12).sum(dim=1).tolist() == [m - 1] * batch_size
+    assert weights[0, 0] < weights[0, 2] and weights[1, 0] == pytest.approx(1 / m)  # not the first column
+    minibatch = BetaTCVAE(dataset_size=size, **TINY_MLP).log_importance_weights_matrix(batch_size, size).exp()
+    torch.testing.assert_close(minibatch, torch.full_like(minibatch, 1 / (size * batch_size)))
+
+
+def test_stratified_sampling_estimates_a_known_aggregate_posterior_without_bias_and_mws_reads_log_n_low():
+    """A Gaussian toy whose aggregate posterior is known in closed form: N examples with posteriors
+    q(z|x_n) = N(mu_n, s^2 I), so q(z) = (1/N) sum_n q(z|x_n), a mixture, and each marginal q(z_j)
+    likewise. Batches are drawn as the data sampler draws them (B distinct examples) and z_i ~ q(z|x_i).
+
+    The stratified estimate of the density q(z_i) (Chen et al., Appendix C.2) is unbiased:
+    E[q_hat(z_i) / q(z_i)] = 1, for the joint and for each marginal, within Monte Carlo error.
+    Minibatch-weighted sampling as published weighs the batch with 1/(N B), which sums to 1/N: where
+    the posteriors overlap (as here) its log densities read about log N low. The two estimators
+    therefore do not agree with each other in log space; their sum MI + TC + DWKL does (exact)."""
+    from vae_zoo.likelihoods import DiagonalGaussian
+
+    generator = torch.Generator().manual_seed(0)
+    size, batch_size, dims, s = 200, 32, 3, 0.8
+    means = 1.5 * torch.randn(size, dims, generator=generator, dtype=torch.float64)
+    logvar = torch.full((batch_size, dims), 2 * math.log(s), dtype=torch.float64)
+
+    def exact(z):  # log q(z_i) and log q(z_ij) over all N examples
+        log_q_dims = -0.5 * ((z[:, None] - means[None]) ** 2 / s**2 + 2 * math.log(s) + math.log(2 * math.pi))
+        return torch.logsumexp(log_q_dims.sum(2), 1) - math.log(size), torch.logsumexp(log_q_dims, 1) - math.log(size)
+
+    models = {
+        name: BetaTCVAE(sampling=name, dataset_size=size, **TINY_MLP) for name in ("stratified", "minibatch_weighted")
+    }
+    ratios = {name: ([], []) for name in models}
+    log_errors = {name: [] for name in models}
+    for _ in range(600):
+        mu = means[torch.randperm(size, generator=generator)[:batch_size]]
+        z = mu + s * torch.randn(mu.shape, generator=generator, dtype=torch.float64)
+        true_joint, true_dims = exact(z)
+        for name, model in models.items():
+            joint, per_dim = model.aggregate_posterior_log_density(z, DiagonalGaussian(mu, logvar))
+            ratios[name][0].append((joint - true_joint).exp().mean())
+            ratios[name][1].append((per_dim - true_dims).exp().mean(0))
+            log_errors[name].append((joint - true_joint).mean())
+    joint_ratio, dims_ratio = torch.stack(ratios["stratified"][0]), torch.stack(ratios["stratified"][1])
+    for values in (joint_ratio, *dims_ratio.t()):
+        standard_error = values.std() / math.sqrt(len(values))
+        assert abs(values.mean().item() - 1) < 4 * standard_error.item() + 1e-3, (values.mean(), standard_error)
+    stratified_log_error = torch.stack(log_errors["stratified"]).mean().item()
+    minibatch_log_error = torch.stack(log_errors["minibatch_weighted"]).mean().item()
+    assert -0.3 < stratified_log_error < 0  # the log of an unbiased estimate: only its Jensen gap (here -0.19)
+    assert minibatch_log_error == pytest.approx(-math.log(size), abs=0.5)
+
+
+def test_beta_tcvae_without_a_training_set_size_names_model_dataset_size():
+    model = BetaTCVAE(**TINY_MLP)  # no fit, no datamodule: N unknown
+    with pytest.raises(ConfigError, match=r"model\.dataset_size"):
+        model(batch(8))
+    assert BetaTCVAE(dataset_size=500, **TINY_MLP).training_set_size() == 500
+    with pytest.raises(ConfigError, match="dataset_size"):
+        BetaTCVAE(dataset_size=0, **TINY_MLP)
 
 
 def test_beta_tcvae_reads_the_training_set_size_from_the_data(tmp_path):
@@ -207,11 +279,18 @@ def test_dip_vae_penalises_the_covariance_of_q_z(dip_type):
     assert terms.extras["dip_off_diagonal"].item() == pytest.approx(off.sum(), rel=1e-4)
 
 
-@pytest.mark.parametrize("cls", [BetaTCVAE, DIPVAE, FactorVAE])
+class L1Penalty(VAE):
+    """A new objective that states only its penalty: the base's regulariser path warms it up."""
+
+    def regulariser(self, terms):
+        return terms.posterior.mu.abs().sum(dim=1).mean()
+
+
+@pytest.mark.parametrize("cls", [BetaTCVAE, DIPVAE, FactorVAE, L1Penalty])
 def test_a_kl_warm_up_ramps_each_objective_s_regulariser(cls):
     from vae_zoo.schedules import KLSchedule
 
-    extra = {"discriminator_hidden": (16,)} if cls is FactorVAE else {}
+    extra = {FactorVAE: {"discriminator_hidden": (16,)}, BetaTCVAE: {"dataset_size": 1000}}.get(cls, {})
     model = cls(kl_schedule=KLSchedule(warmup_steps=100), **extra, **TINY_MLP)
     torch.manual_seed(0)
     terms = model.elbo_terms(batch(24, seed=6))

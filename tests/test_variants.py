@@ -119,6 +119,19 @@ def test_cvae_prior_samples_cycle_through_the_labels():
     assert model.generate(**prior).shape == (7, 1, 28, 28)
 
 
+def test_cvae_without_its_condition_says_what_to_pass():
+    model = mlp_model(ConditionalVAE, num_classes=3)
+    x = torch.rand(2, 1, 28, 28).round()
+    for call in (lambda: model.encode(x), lambda: model.decode(torch.zeros(2, 8))):  # no default to fall back on
+        with pytest.raises(TypeError, match="required positional argument: 'condition'"):
+            call()
+    for call in (lambda: model.encode(x, None), lambda: model.reconstruct(x), lambda: model.latent_code(x)):
+        with pytest.raises(TypeError, match=r"needs the condition, a \(B, 3\) tensor.*encode_labels"):
+            call()
+    condition = model.encode_labels(torch.tensor([0, 2]))
+    assert model.reconstruct(x, condition).shape == x.shape
+
+
 def test_multi_hot_attributes_condition_the_cvae():
     model = mlp_model(ConditionalVAE, num_classes=5, encoding="multi_hot", label_key="attributes")
     attributes = torch.tensor([[1, 0, 1, 0, 0], [0, 1, 1, 1, 0]])

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,25 +85,46 @@ def check_compatible(datamodule: InMemoryDataModule, model: ELBOModule) -> None:
         )
 
 
-def instantiate(node: Any, **kwargs: Any) -> Any:
+def instantiate(node: Any, origin: str | None = None, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate``, but a user error raised while building (a
-    :class:`VaeZooError`) surfaces as itself rather than wrapped in Hydra's exception."""
+    :class:`VaeZooError`) surfaces as itself rather than wrapped in Hydra's exception, and a
+    target called with arguments it does not take (a ``TypeError`` from the call) is a
+    :class:`ConfigError` of one line naming ``origin`` (the file the config came from), the key,
+    the target and what was wrong."""
     try:
         return hydra_instantiate(node, **kwargs)
     except InstantiationException as error:
         cause = error.__cause__
         while cause is not None and not isinstance(cause, VaeZooError):
             cause = cause.__cause__
-        if cause is None:
+        if cause is not None:
+            raise cause from error
+        if not isinstance(error.__cause__, TypeError):
             raise
-        raise cause from error
+        # Hydra's message names the target and the key: "Error in call to target 'x.Y':\n...\nfull_key: a.b"
+        target = re.search(r"target '([^']+)'", str(error))
+        key = re.search(r"full_key: (\S+)", str(error))
+        raise ConfigError(
+            f"{origin or 'The config'}: {key.group(1) if key else 'a _target_ node'} builds "
+            f"{target.group(1) if target else 'its _target_'} with arguments it does not take "
+            f"({error.__cause__}). Correct or remove them (the target's signature lists what it takes)."
+        ) from error
 
 
-def instantiate_all(group: DictConfig | None) -> list[Any]:
+def instantiate_all(group: DictConfig | None, origin: str | None = None) -> list[Any]:
     """Instantiate every non-null entry of a dict-of-configs group (callbacks, loggers)."""
     if not group:
         return []
-    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+    return [instantiate(node, origin) for node in group.values() if node is not None and "_target_" in node]
+
+
+def config_origin(cfg: DictConfig) -> str:
+    """Where a composed config's values come from, for error messages: a continued or loaded
+    run's ``config.yaml`` (with the command line), else the configs and the command line."""
+    folder = cfg.get("continued_run") or cfg.get("run_dir")
+    if folder:
+        return f"{Path(folder) / 'config.yaml'} (with the command line)"
+    return "The config (conf/ with the command line)"
 
 
 def resolve_checkpoint(cfg: DictConfig) -> Path | None:
@@ -144,9 +166,10 @@ def build(cfg: DictConfig) -> Experiment:
     here, before anything trains.
     """
     L.seed_everything(cfg.seed, workers=True)
-    datamodule: InMemoryDataModule = instantiate(cfg.data)
+    origin = config_origin(cfg)
+    datamodule: InMemoryDataModule = instantiate(cfg.data, origin)
     datamodule.prepare_data()  # missing files fail now, before the model is built
-    model: ELBOModule = instantiate(cfg.model)
+    model: ELBOModule = instantiate(cfg.model, origin)
     check_compatible(datamodule, model)
     if cfg.get("channels_last"):
         use_channels_last(model)
@@ -159,12 +182,16 @@ def build(cfg: DictConfig) -> Experiment:
         )
         trainer_overrides["gradient_clip_val"] = None
     check_targets(cfg.get("logger"), "logger")  # an optional package that is missing: said now, with its extra
-    callbacks = instantiate_all(cfg.get("callbacks"))
+    callbacks = instantiate_all(cfg.get("callbacks"), origin)
     if not any(isinstance(callback, ProgressBar) for callback in callbacks):
         # callbacks.progress_bar=null: plain logs, not Lightning's default bar
         trainer_overrides["enable_progress_bar"] = False
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=instantiate_all(cfg.get("logger")) or False, **trainer_overrides
+        cfg.trainer,
+        origin,
+        callbacks=callbacks,
+        logger=instantiate_all(cfg.get("logger"), origin) or False,
+        **trainer_overrides,
     )
     return Experiment(cfg=cfg, datamodule=datamodule, model=model, trainer=trainer)
 

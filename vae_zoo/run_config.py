@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vae_zoo.config import compose_config
 from vae_zoo.errors import ConfigError, UntrustedFileError, VaeZooError, report_and_exit
-from vae_zoo.trust import check_trusted_targets, plain_config_problems
+from vae_zoo.trust import check_trusted_targets, plain_config_problems, read_config_file
 
 if TYPE_CHECKING:
     import torch
@@ -117,9 +117,7 @@ def register_run_config(run: TrainedRun) -> None:
     ``trained_run=config``, which the evaluate and sample configs compose first."""
     from hydra.core.config_store import ConfigStore
 
-    node = OmegaConf.load(run.config_file)
-    if not isinstance(node, DictConfig):
-        raise ConfigError(f"{run.config_file} is not a config mapping.")
+    node = read_config_file(run.config_file)
     check_run_folder_is_plain(run, node)
     node.run_dir = str(run.run_dir)
     ConfigStore.instance().store(group=TRAINED_RUN_GROUP, name="config", node=node, package="_global_")
@@ -254,9 +252,10 @@ def load_run(cfg: DictConfig, device: torch.device) -> LoadedRun:
     from vae_zoo.experiment import check_compatible, instantiate
 
     run = check_run_config(cfg)
-    datamodule: InMemoryDataModule = instantiate(cfg.data)
+    origin = f"{run.config_file} (with the command line)"
+    datamodule: InMemoryDataModule = instantiate(cfg.data, origin)
     datamodule.prepare_data()
-    model: ELBOModule = instantiate(cfg.model)
+    model: ELBOModule = instantiate(cfg.model, origin)
     check_compatible(datamodule, model)
     load_weights(model, run)
     datamodule.setup("test")
@@ -301,12 +300,12 @@ def load_frozen_model(path: str | None, trusted_targets: Sequence[str] = ()) -> 
             "(for model=vq_prior, a VQ-VAE run: python -m vae_zoo.train model=vq_vae ...)."
         )
     run = locate_run(path)
-    node = OmegaConf.load(run.config_file)
-    if not isinstance(node, DictConfig) or "model" not in node:
+    node = read_config_file(run.config_file)
+    if "model" not in node:
         raise ConfigError(f"{run.config_file} holds no model config: is {run.run_dir} a vae_zoo training run?")
     check_run_folder_is_plain(run, node)
     check_trusted_targets(node, list(trusted_targets), source=f"the config of {run.run_dir} (config.yaml)")
-    model: ELBOModule = instantiate(node.model)
+    model: ELBOModule = instantiate(node.model, str(run.config_file))
     load_weights(model, run)
     return model.eval()
 
@@ -364,9 +363,7 @@ def register_continued_run_from_argv(args: list[str], groups: set[str]) -> Path 
             "would be ignored. Change single values instead (e.g. model.beta=8, trainer.max_epochs=20), or start a "
             "new run in a new folder to train another configuration."
         )
-    node = OmegaConf.load(folder / "config.yaml")
-    if not isinstance(node, DictConfig):
-        raise ConfigError(f"{folder / 'config.yaml'} is not a config mapping.")
+    node = read_config_file(folder / "config.yaml")
     problems = plain_config_problems(node)
     if problems:
         raise UntrustedFileError(
@@ -388,7 +385,7 @@ def keep_only_what_the_run_had(cfg: DictConfig, folder: Path, overrides: Sequenc
     since the run was made (say ``data.sprite_size: 2.0``) would otherwise come in with today's
     default, while the run was built without it, with its class's own default. Without the key
     the run is rebuilt as it was."""
-    run_keys = set(_dotted_keys(OmegaConf.load(folder / "config.yaml")))
+    run_keys = set(_dotted_keys(read_config_file(folder / "config.yaml")))
     given = {arg.split("=", 1)[0].lstrip("+~") for arg in overrides if "=" in arg}
     keep_always = {*_NOT_FROM_THE_RUN, "paths", "hydra"}
     removed = []

@@ -29,6 +29,10 @@ from torch import Tensor
 
 from vae_zoo.errors import ConfigError
 
+#: the forms a schedule can take; a model declares which of them its objective honours
+#: (:attr:`vae_zoo.models.terms.Capabilities.kl_schedules`) and is refused the others at build
+KL_SCHEDULE_FORMS = ("warmup", "cyclical", "free_bits", "capacity")
+
 
 class KLSchedule:
     """See the module docstring for the formulas.
@@ -68,6 +72,16 @@ class KLSchedule:
         self.free_bits = free_bits
         self.capacity_max, self.capacity_steps, self.gamma = capacity_max, capacity_steps, gamma
         self.step = 0
+
+    def forms(self) -> tuple[str, ...]:
+        """Which of :data:`KL_SCHEDULE_FORMS` this schedule uses (none: the constant weight, the ELBO)."""
+        used = {
+            "warmup": self.warmup_steps > 0,
+            "cyclical": self.cycle_steps > 0,
+            "free_bits": self.free_bits > 0,
+            "capacity": self.capacity_max is not None,
+        }
+        return tuple(form for form in KL_SCHEDULE_FORMS if used[form])
 
     # ----------------------------------------------------------------- values at a step
     def weight(self, step: int | None = None) -> float:

@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vae_zoo.errors import UntrustedFileError
@@ -199,3 +201,29 @@ def _interpolations(node: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
             yield from _interpolations(node._get_node(index), f"{prefix}{index}.")
     elif OmegaConf.is_interpolation(node) or (isinstance(node._value(), str) and "${" in node._value()):
         yield prefix[:-1], str(node._value())
+
+
+def read_config_file(path: Path) -> DictConfig:
+    """A run folder's ``config.yaml`` as a config mapping, read as plain YAML.
+
+    OmegaConf reads YAML safely (a ``!!python/...`` tag builds nothing), but its refusal is a YAML
+    traceback; here any YAML that is not a plain mapping is one line naming the file and line.
+
+    Raises:
+        UntrustedFileError: a YAML tag OmegaConf refuses (``!!python/object``, ...), YAML that does
+            not parse, or a top level that is not a mapping.
+    """
+    try:
+        node = OmegaConf.load(path)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "somewhere"
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise UntrustedFileError(
+            f"Not using {path}: at {where}, {problem}. vae_zoo's training writes config.yaml as plain YAML with no "
+            "tags (a !!python/... tag would build an object), so this file was edited or is not a vae_zoo run's; "
+            "restore the file as training wrote it, or train the run again."
+        ) from None
+    if not isinstance(node, DictConfig):
+        raise UntrustedFileError(f"Not using {path}: it is not a config mapping (a vae_zoo run's config.yaml is).")
+    return node

@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader
 from vae_zoo.data.corruption import Corruption, check_corruption
 from vae_zoo.data.sampler import IndexBatchSampler, InOrderBatchSampler, TensorBatches
 from vae_zoo.errors import ConfigError
+from vae_zoo.lightning_internals import replaces_batch_sampler
 
 Split = dict[str, Tensor]
 BINARIZE_MODES = (None, "static", "dynamic")
@@ -307,7 +308,7 @@ class InMemoryDataModule(L.LightningDataModule):
         # Lightning would replace our sampler by a DistributedSampler of single items, which
         # breaks batching. The flag is only reachable through a private attribute.
         trainer = self.trainer
-        if trainer is not None and trainer.world_size > 1 and trainer._accelerator_connector.use_distributed_sampler:
+        if trainer is not None and replaces_batch_sampler(trainer):
             raise ConfigError(
                 "The data shards its batches across DDP ranks itself; set "
                 "trainer.use_distributed_sampler=false (conf/trainer/default.yaml does)."

@@ -49,6 +49,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from vae_zoo.errors import ConfigError, NonFiniteLossError
+from vae_zoo.lightning_internals import logs_reach_a_logger
 from vae_zoo.likelihoods import DiagonalGaussian, Likelihood
 from vae_zoo.models.terms import Capabilities, ELBOTerms, ImportanceSamples
 from vae_zoo.schedules import KLSchedule
@@ -175,6 +176,14 @@ class ELBOModule(L.LightningModule):
         self.condition_dim = condition_dim
         self.likelihood = likelihood
         self.kl_schedule = kl_schedule if kl_schedule is not None else KLSchedule()
+        refused = [form for form in self.kl_schedule.forms() if form not in self.capabilities.kl_schedules]
+        if refused:
+            honoured = ", ".join(self.capabilities.kl_schedules) or "none (only kl_schedule=constant)"
+            raise ConfigError(
+                f"{type(self).__name__}'s objective cannot honour the KL schedule's {' and '.join(refused)} "
+                f"(model.kl_schedule: {self.kl_schedule!r}); it honours {honoured}. Pick another kl_schedule= "
+                "(e.g. kl_schedule=constant), so that the run does not log a weighting its loss never used."
+            )
         self.build_nets(encoder, decoder)
         self.epoch_means = nn.ModuleDict({stage: ExampleMeans(self._epoch_mean_shapes()) for stage in ("val", "test")})
         self.optimizer_factory = plain_arguments(optimizer)
@@ -299,12 +308,24 @@ class ELBOModule(L.LightningModule):
         return ImportanceSamples(log_weights=(log_px_z + standard_normal_log_prob(z) - log_q).t(), z=z)
 
     def objective(self, terms: ELBOTerms) -> Tensor:
-        """The scalar to minimise (nats per example). Each variant states its own."""
-        raise NotImplementedError(f"{type(self).__name__} must define objective(terms).")
+        """The scalar to minimise, nats per example:
+
+            recon + β·w(t)·KL + w(t)·regulariser
+
+        with the KL part as :meth:`kl_penalty` weighs it (β, warm-up or cyclical w(t), free bits,
+        or the capacity form) and the variant's :meth:`regulariser` ramped by the same w(t), so a
+        new penalty is warmed up with the KL without writing it. A variant whose loss is not of
+        this form (IWAE's bound, the VQ-VAEs') overrides this instead."""
+        return terms.recon + self.kl_penalty(terms) + self.kl_schedule.weight() * self.regulariser(terms)
 
     def kl_penalty(self, terms: ELBOTerms) -> Tensor:
         """The KL part of the loss as weighted by β and the schedule at the current step."""
         return self.kl_schedule.kl_penalty(terms.kl_per_dim, beta=self.beta)
+
+    def regulariser(self, terms: ELBOTerms) -> Tensor | float:
+        """What a variant adds to the (β-weighted) ELBO's terms, unweighted by the schedule
+        (FactorVAE: γ·TC; DIP-VAE: the covariance penalties); the vanilla VAE: nothing."""
+        return 0.0
 
     def batch_terms(self, batch: Mapping[str, Tensor]) -> ELBOTerms:
         """The terms of a data batch, read the one way every stage and evaluation reads it: the
@@ -358,8 +379,12 @@ class ELBOModule(L.LightningModule):
         return self.generate(**self.prior_sample(num_samples, generator))
 
     # ------------------------------------------------------------- Lightning steps
+    #: optimizer steps per training batch; Lightning's global_step counts each optimizer's steps
+    #: (FactorVAE's two), and the KL schedule counts batches, the same for every variant
+    optimizer_steps_per_batch: int = 1
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self.kl_schedule.set_step(self.global_step)
+        self.kl_schedule.set_step(self.global_step // self.optimizer_steps_per_batch)
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         terms = self.batch_terms(batch)
@@ -393,14 +418,18 @@ class ELBOModule(L.LightningModule):
         self._log_epoch_means("test")
 
     def _log_schedule(self) -> None:
-        """train/beta = β·w(t) (or train/capacity = C(t) nats): Python floats, no sync."""
-        if not self.capabilities.gaussian_posterior:
+        """The weighting the step's loss used: train/beta = β·w(t) (or train/capacity = C(t)
+        nats), and train/free_bits = λ nats per dimension when set. Python floats, no sync. A model whose loss has no
+        KL weight (it honours no schedule: IWAE's bound, the VQ-VAEs) logs none."""
+        if not self.capabilities.kl_schedules:
             return
         capacity = self.kl_schedule.capacity()
         if capacity is None:
             self.log("train/beta", self.beta * self.kl_schedule.weight(), on_step=True, on_epoch=False)
         else:
             self.log("train/capacity", capacity, on_step=True, on_epoch=False)
+        if self.kl_schedule.free_bits:
+            self.log("train/free_bits", float(self.kl_schedule.free_bits), on_step=True, on_epoch=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.check_finite()  # raising here stops the save: no checkpoint of a diverged model
@@ -469,14 +498,19 @@ class ELBOModule(L.LightningModule):
         Lightning's ``self.log`` costs about 0.25 ms per value on the CPU whether or not the value
         is ever written (measured: 13 % of an MLP step for the six per-step values); on the other
         steps nothing it would record is ever read, so skipping it changes no logged row.
-        Outside a trainer, or with a Lightning whose loop internals differ, every step logs."""
-        trainer = self._trainer
-        connector = getattr(trainer, "_logger_connector", None)
-        progress = getattr(getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None), "batch_progress", None)
-        if connector is None or progress is None:
+        Outside a trainer every step logs; a Lightning without the private this reads is an error
+        (:mod:`vae_zoo.lightning_internals`)."""
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # not attached to a trainer (a step called by hand)
             return True
         last_step = 0 < trainer.max_steps <= self.global_step + 1
-        return bool(connector.should_update_logs or progress.is_last_batch or last_step or trainer.fast_dev_run)
+        return (
+            logs_reach_a_logger(trainer)
+            or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+            or last_step
+            or bool(trainer.fast_dev_run)
+        )
 
     def configure_gradient_clipping(
         self,

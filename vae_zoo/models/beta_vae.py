@@ -2,9 +2,7 @@
 
 from typing import Any
 
-from torch import Tensor
-
-from vae_zoo.models.base import ELBOModule, ELBOTerms
+from vae_zoo.models.base import ELBOModule
 
 
 class BetaVAE(ELBOModule):
@@ -25,6 +23,3 @@ class BetaVAE(ELBOModule):
     def __init__(self, beta: float = 4.0, **kwargs: Any):
         super().__init__(**kwargs)
         self.beta = beta
-
-    def objective(self, terms: ELBOTerms) -> Tensor:
-        return terms.recon + self.kl_penalty(terms)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from vae_zoo.errors import ConfigError
 from vae_zoo.likelihoods import DiagonalGaussian
-from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms
+from vae_zoo.models.base import Capabilities, ELBOModule
 
 
 class ConditionalVAE(ELBOModule):
@@ -38,9 +38,6 @@ class ConditionalVAE(ELBOModule):
         self.num_classes, self.label_key, self.encoding = num_classes, label_key, encoding
         super().__init__(condition_dim=num_classes, **kwargs)
 
-    def objective(self, terms: ELBOTerms) -> Tensor:
-        return terms.recon + self.kl_penalty(terms)
-
     def condition(self, batch: Mapping[str, Tensor]) -> Tensor:
         if self.label_key not in batch:
             raise ConfigError(
@@ -55,12 +52,23 @@ class ConditionalVAE(ELBOModule):
             return F.one_hot(labels.long(), self.num_classes).float()
         return labels.float()
 
-    def encode(self, x: Tensor, condition: Tensor | None = None) -> DiagonalGaussian:
-        label_planes = condition[:, :, None, None].expand(-1, -1, *x.shape[2:])
+    # No default for the condition: this model has no unconditional form, so leaving it out is an error
+    # that says so (the base's methods pass it through from their callers).
+    def encode(self, x: Tensor, condition: Tensor) -> DiagonalGaussian:
+        label_planes = self.required(condition, "encode")[:, :, None, None].expand(-1, -1, *x.shape[2:])
         return super().encode(torch.cat([x, label_planes], dim=1))
 
-    def decode(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
-        return super().decode(torch.cat([z, condition], dim=1))
+    def decode(self, z: Tensor, condition: Tensor) -> Tensor:
+        return super().decode(torch.cat([z, self.required(condition, "decode")], dim=1))
+
+    def required(self, condition: Tensor | None, method: str) -> Tensor:
+        """The condition vector, or a TypeError naming what to pass when there is none."""
+        if condition is None:
+            raise TypeError(
+                f"ConditionalVAE.{method} needs the condition, a (B, {self.num_classes}) tensor: pass "
+                "model.encode_labels(labels) (or model.condition(batch)) as its second argument."
+            )
+        return condition
 
     def prior_sample(self, num_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """z ~ N(0, I) with labels cycling through the classes (one-hot), or random attribute

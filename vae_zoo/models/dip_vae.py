@@ -16,8 +16,8 @@ class DIPVAE(ELBOModule):
 
     in nats per example, where Cov is the covariance of q(z) = E_x q(z|x) estimated on the
     batch: Cov_x[μ(x)] for type ``i`` (DIP-VAE-I), Cov_x[μ(x)] + E_x[diag σ²(x)] for type ``ii``
-    (the full covariance of q(z), DIP-VAE-II). A warm-up ``kl_schedule`` ramps the penalty with
-    the KL. The penalties are logged as
+    (the full covariance of q(z), DIP-VAE-II). The penalty is the model's :meth:`regulariser`: a
+    warm-up ``kl_schedule`` ramps it with the KL. The penalties are logged as
     ``<stage>/dip_off_diagonal`` and ``<stage>/dip_diagonal`` (unweighted).
 
     Args:
@@ -33,7 +33,7 @@ class DIPVAE(ELBOModule):
         super().__init__(**kwargs)
         self.dip_type, self.lambda_od, self.lambda_d = dip_type, lambda_od, lambda_d
 
-    def objective(self, terms: ELBOTerms) -> Tensor:
+    def regulariser(self, terms: ELBOTerms) -> Tensor:
         mu = terms.posterior.mu
         covariance = torch.cov(mu.t())  # Cov_x[μ(x)], (d, d)
         if self.dip_type == "ii":
@@ -42,5 +42,4 @@ class DIPVAE(ELBOModule):
         off_diagonal = (covariance - torch.diag(diagonal)).pow(2).sum()
         on_diagonal = (diagonal - 1.0).pow(2).sum()
         terms.extras.update(dip_off_diagonal=off_diagonal.detach(), dip_diagonal=on_diagonal.detach())
-        penalty = self.lambda_od * off_diagonal + self.lambda_d * on_diagonal
-        return terms.recon + self.kl_penalty(terms) + self.kl_schedule.weight() * penalty  # a warm-up ramps both
+        return self.lambda_od * off_diagonal + self.lambda_d * on_diagonal

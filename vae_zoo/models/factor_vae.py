@@ -24,8 +24,8 @@ class FactorVAE(ELBOModule):
     where the discriminator D tells samples of q(z) from samples of Π_j q(z_j) (the batch's z
     with each dimension permuted across examples) and is trained by its own optimizer to
     minimise the cross-entropy of that task. Both optimizers step every batch (Lightning's
-    manual optimisation); the trainer's gradient clipping applies to the VAE's step. A warm-up
-    ``kl_schedule`` ramps γ with the KL weight. Logged:
+    manual optimisation); the trainer's gradient clipping applies to the VAE's step. γ·TC is the
+    model's :meth:`regulariser`: a warm-up ``kl_schedule`` ramps it with the KL weight. Logged:
     ``<stage>/tc_estimate`` (nats) and ``<stage>/discriminator_accuracy``.
 
     Args:
@@ -38,6 +38,7 @@ class FactorVAE(ELBOModule):
     """
 
     capabilities = Capabilities(manual_optimization=True)
+    optimizer_steps_per_batch = 2  # the VAE's and the discriminator's: a warm-up counts batches, as for every variant
 
     def __init__(
         self,
@@ -61,13 +62,13 @@ class FactorVAE(ELBOModule):
         ) or (lambda params: torch.optim.Adam(params, lr=1e-4, betas=(0.5, 0.9)))
         self.gradient_clip: tuple[float, str] | None = None  # set by the experiment from the trainer config
 
-    def objective(self, terms: ELBOTerms) -> Tensor:
+    def regulariser(self, terms: ELBOTerms) -> Tensor:
         logits = self.discriminator(terms.z)
         tc_estimate = (logits[:, 0] - logits[:, 1]).mean()  # log D/(1-D) for a 2-way softmax
         terms.extras["tc_estimate"] = tc_estimate.detach()
         if not self.training:  # in training, the discriminator's own step measures its accuracy
             terms.extras["discriminator_accuracy"] = self.discriminator_terms(terms.z)[1]
-        return terms.recon + self.kl_penalty(terms) + self.kl_schedule.weight() * self.gamma * tc_estimate
+        return self.gamma * tc_estimate
 
     def discriminator_terms(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Cross-entropy of telling z ~ q(z) (class 0) from permuted z ~ Π_j q(z_j) (class 1),

@@ -170,9 +170,6 @@ class HierarchicalVAE(ELBOModule):
         return torch.cat([layer.posterior.kl_to(layer.prior) for layer in layers], dim=1)
 
     # ------------------------------------------------------------------ the ELBO
-    def objective(self, terms: ELBOTerms) -> Tensor:
-        return terms.recon + self.kl_penalty(terms)
-
     def elbo_terms(self, x: Tensor, condition: Tensor | None = None, target: Tensor | None = None) -> ELBOTerms:
         layers = self.walk_top_down(x.shape[0], self.bottom_up_gaussians(x))
         x_params = self.decoder(layers[0].z)
@@ -195,13 +192,20 @@ class HierarchicalVAE(ELBOModule):
         target: Tensor | None = None,
         generator: torch.Generator | None = None,
         posterior: list[DiagonalGaussian] | None = None,
-        **_: Any,
+        stop_posterior_gradient: bool = False,
     ) -> ImportanceSamples:
         """k top-down posterior paths per example, weighed by
         log p(x | z_1) + sum_l log p(z_l | z_l+1) - sum_l log q(z_l | z_l+1, x), (B, k) nats.
-        The noise is drawn one (B, latent_dim) sample at a time (the stream does not depend on k's chunking)."""
+        The noise is drawn one (B, latent_dim) sample at a time (the stream does not depend on k's chunking).
+        DReG's stopped posterior gradient is not implemented for the hierarchy (each layer's posterior
+        depends on the sampled layer above): asking for it is an error, not a silent IWAE gradient."""
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+        if stop_posterior_gradient:
+            raise ConfigError(
+                "The hierarchical VAE has no DReG estimator (stop_posterior_gradient): its posteriors depend on the "
+                "layers sampled above them. Leave dreg out (model.dreg=false) for model=hvae."
+            )
         k, batch = num_samples, x.shape[0]
         gaussians = self.bottom_up_gaussians(x) if posterior is None else posterior
         bottom_up = [DiagonalGaussian(_repeat_batch(g.mu, k), _repeat_batch(g.logvar, k)) for g in gaussians]

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from vae_zoo.errors import ConfigError
-from vae_zoo.models.base import ELBOModule, ELBOTerms
+from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms
 
 
 class IWAE(ELBOModule):
@@ -27,8 +27,11 @@ class IWAE(ELBOModule):
     Args:
         num_samples: k, importance samples per example (>= 1).
         dreg: use DReG gradients for the encoder.
-        **kwargs: see :class:`~vae_zoo.models.base.ELBOModule`.
+        **kwargs: see :class:`~vae_zoo.models.base.ELBOModule`. The bound has no separate KL
+            term to weight, so a ``kl_schedule`` other than constant is refused at build.
     """
+
+    capabilities = Capabilities(kl_schedules=())
 
     def __init__(self, num_samples: int = 5, dreg: bool = False, **kwargs: Any):
         if num_samples < 1:

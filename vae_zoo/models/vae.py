@@ -1,8 +1,6 @@
 """The vanilla VAE (Kingma & Welling 2014; Rezende et al. 2014)."""
 
-from torch import Tensor
-
-from vae_zoo.models.base import ELBOModule, ELBOTerms
+from vae_zoo.models.base import ELBOModule
 
 
 class VAE(ELBOModule):
@@ -14,6 +12,3 @@ class VAE(ELBOModule):
     (constant) schedule the KL penalty is the plain KL; a warm-up, cyclical annealing or free
     bits (``model.kl_schedule``) re-weight it during training only.
     """
-
-    def objective(self, terms: ELBOTerms) -> Tensor:
-        return terms.recon + self.kl_penalty(terms)

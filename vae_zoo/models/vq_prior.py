@@ -79,6 +79,7 @@ class LearnedPriorVQVAE(ELBOModule):
             codebook=True,
             conditional=conditional,
             learned_prior=True,
+            kl_schedules=(),  # the objective is the prior's likelihood: no KL weight to schedule
         )
         self.num_classes, self.label_key = num_classes, label_key
         channels, size, _ = first_stage.image_shape

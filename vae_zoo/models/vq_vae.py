@@ -29,7 +29,8 @@ class VQVAE(ELBOModule):
             grid nets (:class:`~vae_zoo.nets.ConvGridEncoder`, ...).
     """
 
-    capabilities = Capabilities(gaussian_posterior=False, importance_weights=False, codebook=True)
+    # the KL (h·w·log K) is a constant outside the loss: no schedule applies to it
+    capabilities = Capabilities(gaussian_posterior=False, importance_weights=False, codebook=True, kl_schedules=())
 
     def __init__(self, quantizer: VectorQuantizer, commitment_cost: float = 0.25, **kwargs: Any):
         super().__init__(latent_dim=quantizer.code_dim, **kwargs)
