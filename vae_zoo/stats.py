@@ -104,3 +104,10 @@ class ExampleMeans(Metric):
 def variance_from_means(mean: Tensor, mean_of_squares: Tensor, count: Tensor | float) -> Tensor:
     """Unbiased variance from E[x] and E[x^2] over ``count`` examples."""
     return (mean_of_squares - mean.pow(2)) * count / (count - 1)
+
+
+def active_unit_mask(means: Mapping[str, Tensor]) -> Tensor:
+    """(latent_dim,) which latent dimensions are active, Cov_x(E[z|x]) > :data:`ACTIVE_UNIT_THRESHOLD`
+    (Burda et al. 2016), from a model's epoch means (``latent_mean``, ``latent_mean_sq``, ``count``)."""
+    variance = variance_from_means(means["latent_mean"], means["latent_mean_sq"], means["count"])
+    return variance > ACTIVE_UNIT_THRESHOLD

@@ -1,5 +1,6 @@
 """Lightning callbacks that show what a run learns (see :mod:`vae_zoo.callbacks.images`)."""
 
+from vae_zoo.callbacks.collapse import PosteriorCollapseWatch
 from vae_zoo.callbacks.images import (
     ClassConditionalGrid,
     CodebookUsage,
@@ -24,4 +25,5 @@ __all__ = [
     "KLPerDimension",
     "CodebookUsage",
     "ProgressBar",
+    "PosteriorCollapseWatch",
 ]

@@ -54,17 +54,16 @@ from vae_zoo.likelihoods import DiagonalGaussian, Likelihood
 from vae_zoo.models.terms import Capabilities, ELBOTerms, ImportanceSamples
 from vae_zoo.schedules import KLSchedule
 from vae_zoo.stats import (
-    ACTIVE_UNIT_THRESHOLD,
     ACTIVE_UNITS,
     BITS_PER_DIM,
     ELBO_TERMS,
     KL_PER_DIM,
     LOG_2PI,
     ExampleMeans,
+    active_unit_mask,
     bits_per_dim,
     metric_key,
     standard_normal_log_prob,
-    variance_from_means,
 )
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -481,11 +480,10 @@ class ELBOModule(L.LightningModule):
         metrics[metric_key(stage, BITS_PER_DIM)] = bits_per_dim(-means["elbo"], self.data_dim)
         if self.capabilities.gaussian_posterior:
             metrics.update({metric_key(stage, KL_PER_DIM, i): kl for i, kl in enumerate(means["kl_per_dim"])})
-            variance = variance_from_means(means["latent_mean"], means["latent_mean_sq"], means["count"])
-            metrics[metric_key(stage, ACTIVE_UNITS)] = (variance > ACTIVE_UNIT_THRESHOLD).sum().float()
+            active = active_unit_mask(means)
+            metrics[metric_key(stage, ACTIVE_UNITS)] = active.sum().float()
             for layer, dims in self.latent_layers().items():  # a hierarchy: posterior collapse per layer
-                active = (variance[dims.start : dims.stop] > ACTIVE_UNIT_THRESHOLD).sum().float()
-                metrics[f"{stage}/{ACTIVE_UNITS}_layer/{layer}"] = active
+                metrics[f"{stage}/{ACTIVE_UNITS}_layer/{layer}"] = active[dims.start : dims.stop].sum().float()
         for name, value in metrics.items():  # already reduced over all ranks: no sync_dist
             self.log(name, value, prog_bar=name == "val/elbo")
 
