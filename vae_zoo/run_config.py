@@ -21,14 +21,13 @@ Lightning at import time, so a command's ``--help`` and ``--cfg job`` stay fast.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
 from vae_zoo.config import compose_config
 from vae_zoo.errors import ConfigError, UntrustedFileError, VaeZooError, report_and_exit
@@ -249,7 +248,7 @@ def load_run(cfg: DictConfig, device: torch.device) -> LoadedRun:
             of ``model.latent_dim``).
     """
     # torch and Lightning only now: this module serves --help too
-    from vae_zoo.experiment import check_compatible, instantiate
+    from vae_zoo.instantiation import check_compatible, instantiate
 
     run = check_run_config(cfg)
     origin = f"{run.config_file} (with the command line)"
@@ -292,7 +291,7 @@ def load_frozen_model(path: str | None, trusted_targets: Sequence[str] = ()) -> 
         ConfigError: no such run or checkpoint, or weights that do not fit its config.
         UntrustedFileError: the run's config names an untrusted target.
     """
-    from vae_zoo.experiment import instantiate
+    from vae_zoo.instantiation import instantiate
 
     if path is None or str(path) in ("", "???"):
         raise ConfigError(
@@ -308,111 +307,3 @@ def load_frozen_model(path: str | None, trusted_targets: Sequence[str] = ()) -> 
     model: ELBOModule = instantiate(node.model, str(run.config_file))
     load_weights(model, run)
     return model.eval()
-
-
-# ------------------------------------------------------- train continuing a run: continued_run
-#: Config group (a Hydra ConfigStore entry) under which a continued run's config.yaml is composed.
-CONTINUED_RUN_GROUP = "continued_run"
-#: Settings a continued run takes from the command line and conf/train.yaml, never from the run's file.
-_NOT_FROM_THE_RUN = ("trusted_targets", "ckpt_path", "continued_run")
-
-
-def continued_run_folder(args: list[str]) -> Path | None:
-    """The run folder a ``train`` command line continues in place: ``hydra.run.dir=<folder>``
-    with ``ckpt_path=last`` or ``ckpt_path=<folder>/checkpoints/<file>``, when the folder has
-    a ``config.yaml``. None otherwise (a new run, or a resume into another folder)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser, given = OverridesParser.create(), {}
-    for arg in args:
-        if not arg.startswith("-") and "=" in arg:
-            try:
-                override = parser.parse_override(arg)
-            except Exception:  # noqa: BLE001 - Hydra itself reports malformed overrides
-                continue
-            given[override.key_or_group] = override
-    run_dir, ckpt = given.get("hydra.run.dir"), given.get("ckpt_path")
-    if run_dir is None or ckpt is None or ckpt.is_sweep_override() or run_dir.is_sweep_override():
-        return None
-    folder = Path(str(run_dir.value())).expanduser().resolve()
-    ckpt_value = str(ckpt.value())
-    if ckpt_value != "last" and Path(ckpt_value).expanduser().resolve().parent != folder / "checkpoints":
-        return None
-    return folder if (folder / "config.yaml").is_file() else None
-
-
-def register_continued_run_from_argv(args: list[str], groups: set[str]) -> Path | None:
-    """Make the continued run's ``config.yaml`` the config group option ``continued_run=config``,
-    which ``conf/train.yaml`` composes after every other group (the command line still comes
-    last). Returns the run folder, or None when the command does not continue one.
-
-    Raises:
-        UntrustedFileError: the run's ``config.yaml`` is not the plain file training writes.
-        ConfigError: the command line also picks a config group (``model=...``): the run's own
-            model, data and trainer are what it continues with.
-    """
-    from hydra.core.config_store import ConfigStore
-
-    folder = continued_run_folder(args)
-    if folder is None:
-        return None
-    chosen = sorted({arg.split("=", 1)[0].lstrip("+~") for arg in args if "=" in arg} & groups)
-    if chosen and "LOCAL_RANK" not in os.environ:  # a DDP rank Lightning starts repeats the argv: let it be
-        raise ConfigError(
-            f"Continuing {folder} uses its own config.yaml; the command line also picks {', '.join(chosen)}, which "
-            "would be ignored. Change single values instead (e.g. model.beta=8, trainer.max_epochs=20), or start a "
-            "new run in a new folder to train another configuration."
-        )
-    node = read_config_file(folder / "config.yaml")
-    problems = plain_config_problems(node)
-    if problems:
-        raise UntrustedFileError(
-            f"Not continuing {folder}: its config.yaml holds {'; '.join(problems)}, which training never writes and "
-            "which could run code. Remove them if you made them, or start a new run."
-        )
-    for key in _NOT_FROM_THE_RUN:
-        node.pop(key, None)
-    node.continued_run = str(folder)
-    ConfigStore.instance().store(group=CONTINUED_RUN_GROUP, name="config", node=node, package="_global_")
-    return folder
-
-
-def keep_only_what_the_run_had(cfg: DictConfig, folder: Path, overrides: Sequence[str]) -> list[str]:
-    """Remove from a continued run's composed ``cfg`` every setting its ``config.yaml`` did not
-    have and the command line did not give; returns their dotted keys.
-
-    The composition puts the run's config over today's defaults, so a setting vae_zoo added
-    since the run was made (say ``data.sprite_size: 2.0``) would otherwise come in with today's
-    default, while the run was built without it, with its class's own default. Without the key
-    the run is rebuilt as it was."""
-    run_keys = set(_dotted_keys(read_config_file(folder / "config.yaml")))
-    given = {arg.split("=", 1)[0].lstrip("+~") for arg in overrides if "=" in arg}
-    keep_always = {*_NOT_FROM_THE_RUN, "paths", "hydra"}
-    removed = []
-    for key in sorted(_dotted_keys(cfg), key=lambda k: -k.count(".")):
-        if key in run_keys or key.split(".")[0] in keep_always:
-            continue
-        if any(key == g or key.startswith(g + ".") or g.startswith(key + ".") for g in given):
-            continue
-        if any(other.startswith(key + ".") for other in run_keys):  # a parent of kept settings
-            continue
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(cfg, parent) if parent else cfg
-        with open_dict(node):
-            node.pop(leaf, None)
-        removed.append(key)
-    return sorted(removed)
-
-
-def _dotted_keys(node: DictConfig) -> list[str]:
-    """Every key of a config mapping, nested ones as ``a.b.c``, interpolations unresolved."""
-    keys: list[str] = []
-
-    def walk(mapping: dict, prefix: str) -> None:
-        for key, value in mapping.items():
-            keys.append(f"{prefix}{key}")
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-
-    walk(OmegaConf.to_container(node, resolve=False), "")
-    return keys

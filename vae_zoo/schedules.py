@@ -83,6 +83,18 @@ class KLSchedule:
         }
         return tuple(form for form in KL_SCHEDULE_FORMS if used[form])
 
+    def check_honoured(self, honoured: tuple[str, ...], model_name: str) -> None:
+        """Refuse this schedule for a model whose objective honours only the forms ``honoured``
+        (:attr:`~vae_zoo.models.terms.Capabilities.kl_schedules`), naming what it cannot use."""
+        refused = [form for form in self.forms() if form not in honoured]
+        if refused:
+            raise ConfigError(
+                f"{model_name}'s objective cannot honour the KL schedule's {' and '.join(refused)} "
+                f"(model.kl_schedule: {self!r}); it honours {', '.join(honoured) or 'none (only kl_schedule=constant)'}. "
+                "Pick another kl_schedule= (e.g. kl_schedule=constant), so that the run does not log a weighting "
+                "its loss never used."
+            )
+
     # ----------------------------------------------------------------- values at a step
     def weight(self, step: int | None = None) -> float:
         """w(t) ∈ [0, 1], the factor on β at ``step`` (default: the current step)."""

@@ -101,6 +101,11 @@ class ExampleMeans(Metric):
         return {**means, "count": self.count.clone()}
 
 
+def repeat_batch(t: Tensor, times: int) -> Tensor:
+    """(B, ...) -> (times * B, ...), the whole batch repeated ``times`` times (sample-major)."""
+    return t.unsqueeze(0).expand(times, *t.shape).reshape(times * t.shape[0], *t.shape[1:])
+
+
 def variance_from_means(mean: Tensor, mean_of_squares: Tensor, count: Tensor | float) -> Tensor:
     """Unbiased variance from E[x] and E[x^2] over ``count`` examples."""
     return (mean_of_squares - mean.pow(2)) * count / (count - 1)

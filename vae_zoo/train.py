@@ -2,7 +2,7 @@
 
 A thin Hydra entry point; the work is in :func:`vae_zoo.experiment.train`. Continuing a run in
 its folder (``hydra.run.dir=<run> ckpt_path=last``) composes that run's ``config.yaml`` first
-(:func:`vae_zoo.run_config.register_continued_run_from_argv`), so only what changes is given.
+(:func:`vae_zoo.continued_run.register_continued_run_from_argv`), so only what changes is given.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from omegaconf import DictConfig, read_write
 
 from vae_zoo.config import config_dir
 from vae_zoo.console import ConsoleLog, lightning_logs_through_root, quiet_known_noise
+from vae_zoo.continued_run import register_continued_run_from_argv
 from vae_zoo.errors import Preempted, VaeZooError, report_and_exit, report_or_reraise
 from vae_zoo.extras import check_launcher
-from vae_zoo.run_config import register_continued_run_from_argv
 
 
 def prepare_hydra_for_ddp_children(output_dir: Path) -> None:

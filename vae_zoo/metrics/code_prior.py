@@ -12,7 +12,7 @@ from vae_zoo.metrics.suite import EvaluationContext, EvaluationMetric
 from vae_zoo.stats import bits_per_dim
 
 if TYPE_CHECKING:
-    from vae_zoo.evaluation import EvaluationReport
+    from vae_zoo.metrics.report import EvaluationReport
 
 
 def _mean_and_standard_error(values: torch.Tensor) -> tuple[float, float]:

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vae_zoo.errors import ConfigError
-from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms, OptimizerFactory, plain_arguments
+from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms
+from vae_zoo.models.training import OptimizerFactory, plain_arguments
 
 
 def permute_dims(z: Tensor) -> Tensor:

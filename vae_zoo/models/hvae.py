@@ -12,7 +12,8 @@ from torch import Tensor, nn
 
 from vae_zoo.errors import ConfigError
 from vae_zoo.likelihoods import DiagonalGaussian
-from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms, ImportanceSamples, _repeat_batch
+from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms, ImportanceSamples
+from vae_zoo.stats import repeat_batch
 
 NORMS = ("batch", "weight", "none")
 
@@ -208,16 +209,14 @@ class HierarchicalVAE(ELBOModule):
             )
         k, batch = num_samples, x.shape[0]
         gaussians = self.bottom_up_gaussians(x) if posterior is None else posterior
-        bottom_up = [DiagonalGaussian(_repeat_batch(g.mu, k), _repeat_batch(g.logvar, k)) for g in gaussians]
+        bottom_up = [DiagonalGaussian(repeat_batch(g.mu, k), repeat_batch(g.logvar, k)) for g in gaussians]
         noise = torch.cat(
             [torch.randn(batch, self.latent_dim, generator=generator, dtype=x.dtype, device=x.device) for _ in range(k)]
         )
         layers = self.walk_top_down(k * batch, bottom_up, list(noise.split(self.latent_dims, dim=1)))
         log_p = sum(layer.prior.log_prob(layer.z) for layer in layers)
         log_q = sum(layer.posterior.log_prob(layer.z) for layer in layers)
-        log_px_z = self.likelihood.log_prob(
-            _repeat_batch(x if target is None else target, k), self.decoder(layers[0].z)
-        )
+        log_px_z = self.likelihood.log_prob(repeat_batch(x if target is None else target, k), self.decoder(layers[0].z))
         z = torch.cat([layer.z for layer in layers], dim=1).reshape(k, batch, -1)
         return ImportanceSamples(log_weights=(log_px_z + log_p - log_q).reshape(k, batch).t(), z=z)
 

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vae_zoo.errors import ConfigError
-from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms, ImportanceSamples, OptimizerFactory
+from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms, ImportanceSamples
+from vae_zoo.models.training import OptimizerFactory
 from vae_zoo.models.vq_vae import VQVAE
 
 #: Batch keys of the training split's cached codes (filled in at the start of fit).

@@ -7,7 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms, nets_must_fit
+from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms
+from vae_zoo.nets import nets_must_fit
 from vae_zoo.quantizers import VectorQuantizer
 
 

@@ -19,9 +19,11 @@ from vae_zoo.nets.conv import (
     ResidualBlock,
     conv_feature_sizes,
 )
+from vae_zoo.nets.fit import nets_must_fit
 from vae_zoo.nets.mlp import MLPDecoder, MLPEncoder
 
 __all__ = [
+    "nets_must_fit",
     "ConvEncoder",
     "ConvDecoder",
     "ConvGridEncoder",
