@@ -28,7 +28,7 @@ class BetaTCVAE(ELBOModule):
     logs β·w(t), the weight on TC; free bits and the capacity form act on per-dimension KLs this
     loss does not have and are refused at build. log q(z) and log q(z_j) are estimated on the
     batch (size B, from a training set of N examples) in log space: minibatch-weighted sampling,
-    log q(z_i) ≈ logsumexp_n log q(z_i|x_n) − log(N·B) (Chen et al., eq. S5), or stratified
+    log q(z_i) ≈ logsumexp_n log q(z_i|x_n) − log(N·B) (Chen et al., Appendix C.1), or stratified
     sampling (Chen et al., Appendix C.2: each row of weights sums to one). The three terms are
     logged as ``<stage>/mutual_information``, ``total_correlation`` and ``dimension_wise_kl``;
     ``val/elbo`` stays the analytic ELBO.
