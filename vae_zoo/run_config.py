@@ -248,10 +248,10 @@ def load_run(cfg: DictConfig, device: torch.device) -> LoadedRun:
             of ``model.latent_dim``).
     """
     # torch and Lightning only now: this module serves --help too
-    from vae_zoo.instantiation import check_compatible, instantiate
+    from vae_zoo.instantiation import check_compatible, config_origin, instantiate
 
     run = check_run_config(cfg)
-    origin = f"{run.config_file} (with the command line)"
+    origin = config_origin(cfg)  # the run's config.yaml (cfg.run_dir), with the command line
     datamodule: InMemoryDataModule = instantiate(cfg.data, origin)
     datamodule.prepare_data()
     model: ELBOModule = instantiate(cfg.model, origin)

@@ -100,7 +100,7 @@ class BetaTCVAE(ELBOModule):
         mu, logvar = posterior.mu, posterior.logvar
         # log q(z_i,j | x_n) for every sample i, example n and dimension j: (B, B, d)
         log_q_dims = -0.5 * ((z[:, None] - mu[None]).pow(2) * torch.exp(-logvar[None]) + logvar[None] + LOG_2PI)
-        log_weights = self.log_importance_weights_matrix(z.shape[0], self.training_set_size()).to(z)  # (B, B)
+        log_weights = self.log_importance_weights_matrix(z.shape[0], self.training_set_size(), z.device).to(z.dtype)
         log_q_z = torch.logsumexp(log_weights + log_q_dims.sum(dim=2), dim=1)
         log_q_z_dims = torch.logsumexp(log_weights[:, :, None] + log_q_dims, dim=1)
         return log_q_z, log_q_z_dims
@@ -116,22 +116,23 @@ class BetaTCVAE(ELBOModule):
             )
         return size
 
-    def log_importance_weights_matrix(self, batch: int, size: int) -> Tensor:
-        """(B, B) log weight of example n (column) in the estimate of q(z_i) (row i, z_i drawn
+    def log_importance_weights_matrix(self, batch: int, size: int, device: torch.device | None = None) -> Tensor:
+        """(B, B) float64 log weight of example n (column) in the estimate of q(z_i) (row i, z_i drawn
         from q(z|x_i)): 1/(N·B) everywhere for minibatch-weighted sampling; for stratified
         sampling (Chen et al., Appendix C.2, with M = B − 1 the other examples of the batch)
         1/N on the diagonal (the sample's own example), (N − M)/(N·M) on one other entry per
-        row and 1/M on the remaining M − 1, so that each row sums to one."""
+        row and 1/M on the remaining M − 1, so that each row sums to one. Built on ``device`` (the
+        batch's: no host-to-device copy per step)."""
         if self.sampling == "minibatch_weighted" or batch < 2:
-            return torch.full((batch, batch), -math.log(size * batch), dtype=torch.float64)
+            return torch.full((batch, batch), -math.log(size * batch), dtype=torch.float64, device=device)
         m = batch - 1
         if size <= m:
             raise ConfigError(
                 f"Stratified sampling needs a training set larger than the batch's other examples (N = {size}, "
                 f"B = {batch}): lower data.batch_size or use model.sampling=minibatch_weighted."
             )
-        weights = torch.full((batch, batch), 1.0 / m, dtype=torch.float64)
-        rows = torch.arange(batch)
+        weights = torch.full((batch, batch), 1.0 / m, dtype=torch.float64, device=device)
+        rows = torch.arange(batch, device=device)
         weights[rows, rows] = 1.0 / size
         weights[rows, (rows + 1) % batch] = (size - m) / (size * m)  # the stratified entry: the next example
         return weights.log()
