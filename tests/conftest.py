@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -110,3 +112,42 @@ def make_vq_vae_run(folder: Path, overrides: list[str] = ()) -> Path:
     (folder / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)))
     torch.save({"state_dict": model.state_dict()}, folder / "checkpoints" / "last.ckpt")
     return folder
+
+
+# ---------------------------------------------------------------- one trained run for the session
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A finished tiny run on the sprites (in-process, one epoch), shared by every test that only
+    reads it or tampers with a copy of it (:func:`copy_run`): one training for the session."""
+    from vae_zoo.config import compose_config
+    from vae_zoo.experiment import train
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    train(compose_config([*TINY_SPRITES, "trainer.max_epochs=1"], output_dir=run))
+    return run
+
+
+def copy_run(run: Path, to: Path) -> Path:
+    """A copy of a run folder, as a user's ``cp -r`` makes it (the copy's config.yaml still names
+    the original's absolute paths)."""
+    shutil.copytree(run, to)
+    return to
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Relative path -> SHA-256 of every file under ``folder``."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+class Payload:
+    """Unpickling this creates ``marker`` (through os.system, as an attacker's pickle would)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)

@@ -8,7 +8,6 @@ user is left with: the run folder's files, its metrics history, its checkpoints.
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import random
 import signal
@@ -36,7 +35,7 @@ from vae_zoo.experiment import build, print_summary, train
 from vae_zoo.run_config import compose_run_config
 from vae_zoo.run_folder import atomic_write
 
-from conftest import TINY_SPRITES, run_cli
+from conftest import TINY_SPRITES, Payload, copy_run, run_cli, snapshot
 
 TESTS = Path(__file__).resolve().parent
 STEPS_PER_EPOCH = 8  # TINY_DATA: 256 training images in batches of 32
@@ -44,25 +43,6 @@ LOGGED_EVERY_STEP = ["trainer.log_every_n_steps=1", "test=false"]
 
 
 # ------------------------------------------------------------------------------ helpers
-class Payload:
-    """Unpickling this creates ``marker`` (through os.system, as an attacker's pickle would)."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Relative path -> SHA-256 of every file under ``folder``."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
-
 def metrics_rows(run: Path) -> list[dict[str, str]]:
     with open(run / "csv" / "metrics.csv", newline="") as f:
         return list(csv.DictReader(f))
@@ -104,21 +84,6 @@ def wait_for(condition, timeout: float = 120.0, poll: float = 0.01) -> None:
 def holds_lock(run: Path) -> bool:
     lock = run / ".lock"
     return lock.is_file() and lock.stat().st_size > 0
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    """A finished tiny run (in-process), to be copied and tampered with."""
-    run = tmp_path_factory.mktemp("trained") / "run"
-    train(compose_config([*TINY_SPRITES, "trainer.max_epochs=1"], output_dir=run))
-    return run
-
-
-def copy_run(run: Path, to: Path) -> Path:
-    import shutil
-
-    shutil.copytree(run, to)
-    return to
 
 
 # ------------------------------------------------------------------ loading runs no code

@@ -22,7 +22,7 @@ Lightning at import time, so a command's ``--help`` and ``--cfg job`` stay fast.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -278,18 +278,24 @@ def load_weights(model: ELBOModule, run: TrainedRun) -> None:
     model.loaded_from = run
 
 
+#: The runs whose first stages are being loaded, outermost first: a run met again is a cycle.
+_FIRST_STAGES_LOADING: list[Path] = []
+
+
 def load_frozen_model(path: str | None, trusted_targets: Sequence[str] = ()) -> ELBOModule:
     """The trained model of a run (a run folder: its best checkpoint; or a checkpoint file), in
     eval mode, as its own ``config.yaml`` builds it: the first stage a second stage builds on
     (``conf/model/vq_prior.yaml`` names this function).
 
     The same checks as for ``evaluate`` apply to that run: its config must be the plain file
-    training writes and name only trusted targets (plus ``trusted_targets``), and its
-    checkpoint is read weights-only. ``model.loaded_from`` is the :class:`TrainedRun`.
+    training writes and name only trusted targets (plus ``trusted_targets``, a list of names), and
+    its checkpoint is read weights-only. ``model.loaded_from`` is the :class:`TrainedRun`.
 
     Raises:
-        ConfigError: no such run or checkpoint, or weights that do not fit its config.
-        UntrustedFileError: the run's config names an untrusted target.
+        ConfigError: no such run or checkpoint, weights that do not fit its config, or first
+            stages that name each other (a run whose first stage is itself, A -> B -> A).
+        UntrustedFileError: the run's config names an untrusted target, or ``trusted_targets``
+            is not a list of target names.
     """
     from vae_zoo.instantiation import instantiate
 
@@ -298,12 +304,27 @@ def load_frozen_model(path: str | None, trusted_targets: Sequence[str] = ()) -> 
             "Name the trained run this model builds on: model.first_stage.path=<run folder or checkpoint> "
             "(for model=vq_prior, a VQ-VAE run: python -m vae_zoo.train model=vq_vae ...)."
         )
+    if isinstance(trusted_targets, (str, Mapping)) or not all(isinstance(name, str) for name in trusted_targets):
+        raise UntrustedFileError(
+            f"model.first_stage.trusted_targets must be a list of target names, not {trusted_targets!r}."
+        )
     run = locate_run(path)
+    if run.run_dir in _FIRST_STAGES_LOADING:
+        chain = [*_FIRST_STAGES_LOADING[_FIRST_STAGES_LOADING.index(run.run_dir) :], run.run_dir]
+        raise ConfigError(
+            f"The first stages form a cycle: {' -> '.join(str(folder) for folder in chain)} (each run's "
+            "model.first_stage.path names the next). A first stage is a run trained before, without it: point "
+            "model.first_stage.path at a VQ-VAE run."
+        )
     node = read_config_file(run.config_file)
     if "model" not in node:
         raise ConfigError(f"{run.config_file} holds no model config: is {run.run_dir} a vae_zoo training run?")
     check_run_folder_is_plain(run, node)
     check_trusted_targets(node, list(trusted_targets), source=f"the config of {run.run_dir} (config.yaml)")
-    model: ELBOModule = instantiate(node.model, str(run.config_file))
+    _FIRST_STAGES_LOADING.append(run.run_dir)
+    try:
+        model: ELBOModule = instantiate(node.model, str(run.config_file))
+    finally:
+        _FIRST_STAGES_LOADING.pop()
     load_weights(model, run)
     return model.eval()

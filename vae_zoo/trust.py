@@ -26,7 +26,10 @@ nets, likelihoods and schedules), not vae_zoo's plumbing (``experiment``, ``eval
 and delete files, and could chain a config into running one it was not checked for. Anything else stops with an error that names the target and says how to
 trust it: ``trusted_targets=[my_pkg.models]`` on the command line (a module prefix or a full
 target path). ``trusted_targets`` is taken from the command line and the project's own config
-only: a run's ``config.yaml`` cannot widen it (``conf/evaluate.yaml`` composes after it).
+only: a run's ``config.yaml`` cannot widen it (``conf/evaluate.yaml`` composes after it), neither
+at the top nor through the arguments of a trusted function that takes trust (the first-stage
+loader's ``trusted_targets``, by keyword or position, as a list, a string or a mapping:
+:func:`granted_trust`).
 """
 
 from __future__ import annotations
@@ -81,9 +84,10 @@ TRUSTED_FUNCTION_MODULES: tuple[str, ...] = (
 )
 
 
-#: Single functions outside those modules that a run's config may name: the run loader that builds
-#: a second stage's frozen first stage, which applies these same checks to that run's config.
-TRUSTED_FUNCTIONS: tuple[str, ...] = ("vae_zoo.run_config.load_frozen_model",)
+#: Single functions outside those modules that a run's config may name, each with the argument
+#: through which it grants trust: the run loader that builds a second stage's frozen first stage,
+#: which applies these same checks to that run's config with the targets it is given.
+TRUSTED_FUNCTIONS: dict[str, str] = {"vae_zoo.run_config.load_frozen_model": "trusted_targets"}
 
 
 def _within(name: str, prefixes: Sequence[str]) -> bool:
@@ -153,8 +157,8 @@ def check_trusted_targets(cfg: DictConfig, trusted: Sequence[str] = (), source: 
         if reason is not None:
             refused.append(f"{key}._target_={target} ({reason})")
             names.append(target)
-    for key, granted in _nested_trust(cfg):  # e.g. model.first_stage.trusted_targets: what a parent run is built with
-        beyond = [str(name) for name in granted if str(name) not in trusted]
+    for key, granted in granted_trust(cfg):  # e.g. model.first_stage: what a parent run is built with
+        beyond = [name for name in granted if name not in trusted]
         if beyond:
             refused.append(f"{key} trusts {', '.join(beyond)} (a file cannot trust more than the command line does)")
             names += beyond
@@ -166,16 +170,39 @@ def check_trusted_targets(cfg: DictConfig, trusted: Sequence[str] = (), source: 
         )
 
 
-def _nested_trust(node: Any, path: str = "") -> Iterator[tuple[str, list]]:
-    """(config key, value) of every ``trusted_targets`` list below the top level of ``node``."""
+def granted_trust(node: Any, path: str = "") -> Iterator[tuple[str, list[str]]]:
+    """(config key, targets) for every call in ``node`` to a function of :data:`TRUSTED_FUNCTIONS`:
+    the trust that call would grant, read from its arguments as Hydra would pass them (by keyword,
+    positionally in ``_args_``, in any form), not from a key's name. A value that is not a list of
+    target names (a mapping, a number) is returned as its text, so that it is refused."""
     if isinstance(node, (DictConfig, dict)):
+        target = node.get("_target_") if "_target_" in node else None
+        if target is not None and str(target) in TRUSTED_FUNCTIONS:
+            yield path or "<root>", _trust_argument(node, str(target))
         items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else node.items()
         for key, value in items:
-            where = f"{path}.{key}" if path else str(key)
-            if key == "trusted_targets" and path and isinstance(value, (ListConfig, list, tuple)):
-                yield where, list(value)
-            else:
-                yield from _nested_trust(value, where)
+            yield from granted_trust(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, (ListConfig, list, tuple)):
+        for index, value in enumerate(node):
+            yield from granted_trust(value, f"{path}[{index}]")
+
+
+def _trust_argument(node: Any, target: str) -> list[str]:
+    from hydra.utils import get_object
+
+    parameter = TRUSTED_FUNCTIONS[target]
+    container = OmegaConf.to_container(node, resolve=False) if isinstance(node, DictConfig) else dict(node)
+    arguments = {key: value for key, value in container.items() if not str(key).startswith("_")}
+    try:
+        bound = inspect.signature(get_object(target)).bind_partial(*container.get("_args_", ()), **arguments)
+    except TypeError:  # arguments it does not take: Hydra's call fails the same way, and grants nothing
+        return []
+    granted = bound.arguments.get(parameter, ())
+    if isinstance(granted, str):
+        return [granted]
+    if isinstance(granted, (list, tuple)) and all(isinstance(name, str) for name in granted):
+        return list(granted)
+    return [f"<{type(granted).__name__} {granted!r}>"]
 
 
 def plain_config_problems(node: DictConfig) -> list[str]:
