@@ -7,6 +7,8 @@ file created by a payload, no folder deleted, the original run untouched, one li
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,11 +16,12 @@ import torch
 from omegaconf import OmegaConf
 
 from vae_zoo.config import compose_config
-from vae_zoo.errors import ConfigError, UntrustedFileError
-from vae_zoo.evaluation import evaluate
+from vae_zoo.errors import ConfigError, UntrustedFileError, VaeZooError
+from vae_zoo.evaluation import evaluate, write_samples
+from vae_zoo.experiment import train
 from vae_zoo.run_config import compose_run_config, load_frozen_model
 
-from conftest import Payload, copy_run, make_vq_vae_run
+from conftest import TINY_SPRITES, Payload, copy_run, make_vq_vae_run
 
 EVALUATE_QUICKLY = ["evaluate.fid=false", "evaluate.num_importance_samples=2", "evaluate.disentanglement=false"]
 
@@ -83,3 +86,82 @@ def test_first_stages_that_name_each_other_are_one_error_not_a_recursion(tmp_pat
     with pytest.raises(ConfigError, match="first stages form a cycle") as refused:
         evaluate(compose_run_config(a, EVALUATE_QUICKLY, output_dir=tmp_path / "eval"))
     assert f"{b} -> {a} -> {b}" in str(refused.value)
+
+
+# ------------------------------------------------- 2. a checkpoint's state cannot delete folders
+def _model_checkpoint_state(checkpoint: dict) -> dict:
+    return next(state for key, state in checkpoint["callbacks"].items() if key.startswith("ModelCheckpoint"))
+
+
+def test_a_checkpoint_naming_folders_outside_the_run_deletes_nothing(trained_run, tmp_path):
+    run = tmp_path / "run"
+    train(compose_config([*TINY_SPRITES, "trainer.max_epochs=1"], output_dir=run))
+    victim = tmp_path / "victim"
+    (victim / "inside").mkdir(parents=True)
+    (victim / "inside" / "thesis.tex").write_text("precious")
+    last = run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    state = _model_checkpoint_state(checkpoint)
+    aimed = f"{run}/checkpoints/../../victim"  # Lightning would rm -r it when a better checkpoint replaces it
+    state.update(
+        best_model_path=aimed,
+        kth_best_model_path=aimed,
+        best_model_score=torch.tensor(-1e9),
+        kth_value=torch.tensor(-1e9),
+        best_k_models={aimed: torch.tensor(-1e9)},
+        last_model_path=str(victim / "inside"),
+    )
+    torch.save(checkpoint, last)
+
+    result = train(compose_config([*TINY_SPRITES, "trainer.max_epochs=2", "ckpt_path=last"], output_dir=run))
+    assert (victim / "inside" / "thesis.tex").read_text() == "precious"
+    assert result.metrics["val/elbo"] > -1e9
+    best = sorted(p.name for p in (run / "checkpoints").glob("best-*.ckpt"))
+    assert best[-1].startswith("best-epoch001-")  # the new best is written as usual; nothing was removed for it
+    assert _model_checkpoint_state(torch.load(last, weights_only=True))["best_model_path"].startswith(str(run))
+
+
+def test_malformed_checkpoints_are_one_clear_error_never_a_traceback_or_nan_results(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path / "run")
+    last = run / "checkpoints" / "last.ckpt"
+    for best in (run / "checkpoints").glob("best-*.ckpt"):
+        best.unlink()
+    (run / "checkpoints" / "best-epoch009-elbo-1.00.ckpt").mkdir()  # a directory where a checkpoint should be
+    good = torch.load(last, weights_only=True)
+    cases = {
+        "state_dict is a list": ({**good, "state_dict": list(good["state_dict"].values())}, "not a mapping"),
+        "a weight that is not a tensor": (
+            {**good, "state_dict": {**good["state_dict"], next(iter(good["state_dict"])): 3}},
+            "is not a tensor",
+        ),
+        "NaN weights": (
+            {
+                **good,
+                "state_dict": {
+                    name: torch.full_like(t, float("nan")) if t.is_floating_point() else t
+                    for name, t in good["state_dict"].items()
+                },
+            },
+            "NaN or infinite",
+        ),
+    }
+    for checkpoint, named in cases.values():
+        torch.save(checkpoint, last)
+        for entry in (
+            lambda: evaluate(compose_run_config(run, EVALUATE_QUICKLY, output_dir=tmp_path / "eval")),
+            lambda: write_samples(
+                compose_run_config(run, ["num_samples=4"], output_dir=tmp_path / "s", config_name="sample")
+            ),
+            lambda: train(compose_config([*TINY_SPRITES, "trainer.max_epochs=2", "ckpt_path=last"], output_dir=run)),
+        ):
+            with pytest.raises(VaeZooError, match=named):
+                entry()
+    # on the command line: one line, exit 2, whatever the case
+    result = subprocess.run(
+        [sys.executable, "-m", "vae_zoo.evaluate", f"ckpt_path={run}", "evaluate.fid=false"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2 and "NaN or infinite" in result.stderr and "Traceback" not in result.stderr

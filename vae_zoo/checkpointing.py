@@ -43,7 +43,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
@@ -69,6 +69,11 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
         CheckpointError: the file is empty, truncated or not a checkpoint.
     """
     path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} is not a checkpoint file ({'a directory' if path.is_dir() else 'not a regular file'}). "
+            "Use a checkpoint of the run (checkpoints/last.ckpt or best-*.ckpt)."
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
@@ -89,7 +94,43 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
         raise CheckpointError(
             f"{path} holds a {type(checkpoint).__name__}, not a checkpoint (a dict with a state_dict)."
         )
+    malformed = _malformed_fields(checkpoint)
+    if malformed:
+        raise CheckpointError(
+            f"{path} is not a checkpoint vae_zoo can use: {'; '.join(malformed)}. Training writes these fields "
+            "itself, so the file was edited or comes from elsewhere; use another checkpoint of the run."
+        )
     return checkpoint
+
+
+def _malformed_fields(checkpoint: dict[str, Any]) -> list[str]:
+    """What in a loaded checkpoint is not of the form Lightning and vae_zoo write (empty: none)."""
+    found = []
+    state_dict = checkpoint.get("state_dict", {})
+    if not isinstance(state_dict, Mapping):
+        found.append(f"its state_dict is a {type(state_dict).__name__}, not a mapping of tensors")
+    else:
+        found += [
+            f"state_dict[{name!r}] is not a tensor"
+            for name, value in state_dict.items()
+            if not isinstance(value, torch.Tensor)
+        ][:3]
+    optimizers = checkpoint.get("optimizer_states", [])
+    if not isinstance(optimizers, list) or not all(isinstance(state, dict) for state in optimizers):
+        found.append("its optimizer_states is not a list of optimizer states")
+    for field in ("callbacks", "loops"):
+        if not isinstance(checkpoint.get(field, {}), dict):
+            found.append(f"its {field} is a {type(checkpoint[field]).__name__}, not a mapping")
+    for field in ("global_step", "epoch"):
+        if field in checkpoint and (not isinstance(checkpoint[field], int) or isinstance(checkpoint[field], bool)):
+            found.append(f"its {field} is {checkpoint[field]!r}, not a whole number")
+    return found
+
+
+def non_finite_weight(checkpoint: Mapping[str, Any]) -> str | None:
+    """The name of the first floating-point weight in ``checkpoint["state_dict"]`` that holds a NaN
+    or an infinity, else None: such a model's every output is NaN, so it is not evaluated."""
+    return _non_finite_tensor(checkpoint.get("state_dict", {}))
 
 
 # --------------------------------------------------------------------------------- writing
@@ -115,7 +156,22 @@ def remove_stale_temporaries(*folders: Path) -> list[Path]:
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written atomically (:func:`atomic_write`), never with non-finite weights,
-    and read only through :func:`load_checkpoint` (``weights_only=True``)."""
+    read only through :func:`load_checkpoint` (``weights_only=True``), and removed only where
+    they were written.
+
+    A checkpoint's ``ModelCheckpoint`` state names files (``best_k_models``,
+    ``kth_best_model_path``, ``best_model_path``, ``last_model_path``) that Lightning restores and
+    later deletes, recursively, when a better checkpoint replaces them; a crafted checkpoint could
+    name any folder. On reading, a path is kept only if it is a ``.ckpt`` file in the folder the
+    checkpoint was read from (a run moved or copied since has its files there, under its old
+    folder's name: they are re-rooted); any other is dropped with a notice. On removing, only a
+    checkpoint file (never a directory) in a folder this process has written checkpoints to is
+    deleted.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written_folders: set[str] = set()
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
         bad = _non_finite_tensor(checkpoint.get("state_dict", {}))
@@ -125,6 +181,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 "would replace a good one. The previous checkpoint is intact."
             )
         atomic_write(Path(path), lambda f: self.write(checkpoint, f))
+        self.written_folders.add(os.path.dirname(_normal(path)))
 
     def write(self, checkpoint: dict[str, Any], file: Any) -> None:
         """Serialise ``checkpoint`` into the open temporary file."""
@@ -134,11 +191,77 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
         """Always ``weights_only=True``, whatever the caller asks: Lightning's ``trainer.fit(ckpt_path=...)``
-        reads through here."""
-        return load_checkpoint(path)
+        reads through here. The file paths of the checkpoint callbacks' states are checked."""
+        checkpoint = load_checkpoint(path)
+        dropped = keep_checkpoint_paths_inside(checkpoint, os.path.realpath(os.path.dirname(os.path.abspath(path))))
+        if dropped:
+            rank_zero_warn(
+                f"{path} names checkpoint files outside its own folder ({', '.join(sorted(set(dropped))[:3])}); they were "
+                "dropped from the checkpoint callback's state and will not be replaced or deleted."
+            )
+        return checkpoint
+
+    def remove_checkpoint(self, path: str | Path) -> None:
+        """Delete the checkpoint file ``path`` if this process wrote checkpoints to its folder;
+        anything else (a directory, a file elsewhere) is left, with a notice."""
+        normal = _normal(path)
+        is_file = os.path.islink(normal) or os.path.isfile(normal)
+        if not is_file or os.path.dirname(normal) not in self.written_folders or not normal.endswith(".ckpt"):
+            rank_zero_warn(
+                f"Not removing {path}: only checkpoint files in the folder this run writes its checkpoints to "
+                f"({', '.join(sorted(self.written_folders)) or 'none yet'}) are removed."
+            )
+            return
+        os.unlink(normal)
 
 
-# ---------------------------------------------------------------------------- random state
+def _normal(path: str | Path) -> str:
+    """``path`` with its folder as the kernel finds it (``..`` and links resolved, as Lightning
+    resolves a ``ModelCheckpoint``'s ``dirpath``) and its last part as it is (a link is not followed)."""
+    absolute = os.path.abspath(os.fspath(path))
+    return os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
+
+
+#: The fields of a ``ModelCheckpoint`` state that name files Lightning may delete later.
+_PATH_FIELDS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+
+def keep_checkpoint_paths_inside(checkpoint: dict[str, Any], folder: str) -> list[str]:
+    """Make every file a checkpoint callback's state names a ``.ckpt`` file in ``folder`` (where
+    the checkpoint was read from), in place; returns the paths dropped.
+
+    A path in the folder the state records as its ``dirpath`` is re-rooted to ``folder`` (the run
+    was moved or copied; its files came with it), and ``dirpath`` becomes ``folder``, so a run
+    continued in place keeps replacing its own best checkpoint. Any other path is dropped: an
+    empty string for a single path, a missing entry in ``best_k_models``."""
+    dropped: list[str] = []
+    for state in checkpoint.get("callbacks", {}).values():
+        if not isinstance(state, dict) or not ({"best_k_models", *_PATH_FIELDS} & set(state)):
+            continue
+        recorded = state.get("dirpath")
+        recorded = os.path.realpath(recorded) if isinstance(recorded, str) and recorded else folder
+
+        def inside(path: Any, recorded: str = recorded) -> str | None:
+            if not isinstance(path, str) or not path:
+                return None
+            normal = _normal(path)
+            if os.path.dirname(normal) == recorded:
+                normal = os.path.join(folder, os.path.basename(normal))
+            if os.path.dirname(normal) != folder or not normal.endswith(".ckpt") or os.path.isdir(normal):
+                dropped.append(str(path))
+                return None
+            return normal
+
+        for field in _PATH_FIELDS:
+            if field in state:
+                state[field] = inside(state[field]) or ""
+        if "best_k_models" in state:
+            models = state["best_k_models"] if isinstance(state["best_k_models"], dict) else {}
+            state["best_k_models"] = {kept: score for path, score in models.items() if (kept := inside(path))}
+        state["dirpath"] = folder
+    return dropped
+
+
 def _random_state() -> dict[str, Any]:
     """Random states as tensors and plain numbers only, so that ``torch.load`` with
     ``weights_only=True`` accepts the checkpoint."""
@@ -304,6 +427,12 @@ def check_checkpoint_fits(
         if name in saved and tuple(saved[name].shape) != tuple(value.shape)
     ]
     problems += _optimizer_mismatches(checkpoint, model)
+    bad = non_finite_weight(checkpoint)
+    if bad is not None:
+        raise CheckpointError(
+            f"{source} holds the weight {bad} with NaN or infinite entries, which vae_zoo never saves: the file was "
+            "edited or written elsewhere. Nothing in the run folder was changed; resume from another checkpoint."
+        )
     if not problems:
         return
     shown = "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig
 
 from vae_zoo.config import compose_config
-from vae_zoo.errors import ConfigError, UntrustedFileError, VaeZooError, report_and_exit
+from vae_zoo.errors import CheckpointError, ConfigError, UntrustedFileError, VaeZooError, report_and_exit
 from vae_zoo.trust import check_trusted_targets, plain_config_problems, read_config_file
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class TrainedRun:
 
 def _best_checkpoint(folder: Path) -> Path | None:
     """The newest ``best-*.ckpt`` in ``folder``, else ``last.ckpt``, else None."""
-    best = sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    best = sorted((p for p in folder.glob("best-*.ckpt") if p.is_file()), key=lambda p: p.stat().st_mtime)
     if best:
         return best[-1]
     last = folder / "last.ckpt"
@@ -264,9 +264,16 @@ def load_run(cfg: DictConfig, device: torch.device) -> LoadedRun:
 def load_weights(model: ELBOModule, run: TrainedRun) -> None:
     """Load ``run.checkpoint`` into ``model`` strictly (read with ``weights_only=True``) and note
     where it came from in ``model.loaded_from``."""
-    from vae_zoo.checkpointing import load_checkpoint
+    from vae_zoo.checkpointing import load_checkpoint, non_finite_weight
 
     checkpoint = load_checkpoint(run.checkpoint)
+    bad = non_finite_weight(checkpoint)
+    if bad is not None:
+        raise CheckpointError(
+            f"{run.checkpoint} holds the weight {bad} with NaN or infinite entries: the model's every output would be "
+            "NaN. vae_zoo never writes such a checkpoint, so the file was edited or written elsewhere; use another "
+            "checkpoint of the run (checkpoints/last.ckpt or best-*.ckpt)."
+        )
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except (KeyError, RuntimeError) as error:
