@@ -7,22 +7,32 @@ file created by a payload, no folder deleted, the original run untouched, one li
 
 from __future__ import annotations
 
+import csv
+import os
+import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from vae_zoo.checkpointing import load_checkpoint
 from vae_zoo.config import compose_config
-from vae_zoo.errors import ConfigError, UntrustedFileError, VaeZooError
+from vae_zoo.data.folder import ImageFolderDataModule, find_images
+from vae_zoo.errors import ConfigError, RunFolderError, UntrustedFileError, VaeZooError
 from vae_zoo.evaluation import evaluate, write_samples
 from vae_zoo.experiment import train
 from vae_zoo.run_config import compose_run_config, load_frozen_model
+from vae_zoo.run_folder import RunFolderLock
 
-from conftest import TINY_SPRITES, Payload, copy_run, make_vq_vae_run
+from conftest import TINY_SPRITES, Payload, cli_command, copy_run, make_vq_vae_run, run_cli, snapshot
+from data_fixtures import write_image_folder
 
+STEPS_PER_EPOCH = 8  # TINY_DATA: 256 training images in batches of 32
 EVALUATE_QUICKLY = ["evaluate.fid=false", "evaluate.num_importance_samples=2", "evaluate.disentanglement=false"]
 
 
@@ -165,3 +175,114 @@ def test_malformed_checkpoints_are_one_clear_error_never_a_traceback_or_nan_resu
         timeout=300,
     )
     assert result.returncode == 2 and "NaN or infinite" in result.stderr and "Traceback" not in result.stderr
+
+
+# ------------------------------------- 3 and 5. a run folder continued by the command line
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A run made on the command line with config group choices, and the command that made it."""
+    cwd = tmp_path_factory.mktemp("cli")
+    command = ["model=beta_vae", "data=sprites", *TINY_SPRITES, "trainer.max_epochs=1", f"hydra.run.dir={cwd / 'run'}"]
+    result = run_cli(command, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cwd / "run", command
+
+
+def test_continuing_a_copied_run_folder_writes_only_into_the_copy(cli_run, tmp_path):
+    original, _ = cli_run
+    before = snapshot(original)
+    copy = copy_run(original, tmp_path / "copy")
+    result = run_cli([f"hydra.run.dir={copy}", "ckpt_path=last", "trainer.max_epochs=2"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert snapshot(original) == before  # its checkpoints, history, config and train.log untouched
+    assert load_checkpoint(copy / "checkpoints" / "last.ckpt")["global_step"] == 2 * STEPS_PER_EPOCH
+    config = OmegaConf.load(copy / "config.yaml")
+    assert config.paths.output_dir == str(copy) and config.callbacks.model_checkpoint.dirpath == str(
+        copy / "checkpoints"
+    )
+    assert str(original) not in (copy / "config.yaml").read_text()
+    assert [row["epoch"] for row in csv.DictReader(open(copy / "csv" / "metrics.csv")) if row.get("val/elbo")] == [
+        "0",
+        "1",
+    ]
+    assert sorted(p.name for p in (copy / "checkpoints").glob("best-*.ckpt"))[-1].startswith("best-epoch001-")
+
+
+def test_a_killed_run_resumes_with_the_very_command_that_started_it(cli_run, tmp_path):
+    _, command = cli_run
+    run = tmp_path / "run"  # a SLURM script's one command, ckpt_path=last included: it starts and requeues the job
+    command = [
+        *(arg for arg in command if not arg.startswith(("hydra.run.dir=", "trainer.max_epochs="))),
+        "trainer.max_epochs=3",
+        f"hydra.run.dir={run}",
+        "ckpt_path=last",
+    ]
+    first, env = cli_command(command, tmp_path)
+    started = subprocess.Popen(first, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.is_file() and time.time() < deadline and started.poll() is None:
+        time.sleep(0.01)
+    started.kill()  # the node died after the first epoch's checkpoint
+    started.wait()
+    assert last.is_file()
+    requeued = run_cli(command, cwd=tmp_path)  # SLURM requeues the job: the identical command
+    assert requeued.returncode == 0, requeued.stderr[-3000:]
+    assert load_checkpoint(last)["global_step"] == 3 * STEPS_PER_EPOCH
+    assert OmegaConf.load(run / "config.yaml").model._target_ == "vae_zoo.models.BetaVAE"
+    # the record keeps the run's own choices, so the same command is accepted again, and another refused
+    assert OmegaConf.load(run / ".hydra" / "hydra.yaml").hydra.runtime.choices.model == "beta_vae"
+    before = snapshot(run)
+    refused = run_cli([*(a for a in command if a != "model=beta_vae"), "model=vae"], cwd=tmp_path)
+    message = " ".join(refused.stderr.split())
+    assert refused.returncode == 2 and "picks model=vae" in message and "made with (model=beta_vae)" in message
+    assert snapshot(run) == before
+
+
+# ------------------------------------------------------------------------- the smaller holes
+BAD_SETTINGS = {
+    # override -> what the one line names
+    "training.lr=-1": "model.optimizer.lr=-1 is not a learning rate",
+    "training.lr=0": "model.optimizer.lr=0 is not a learning rate",
+    "training.lr=abc": "model.optimizer.lr='abc' is not a learning rate",
+    "trainer.max_epochs=abc": "trainer.max_epochs='abc' must be a whole number",
+    "model=beta_vae model.beta=-1": "model.beta=-1",
+    "model=beta_tcvae model.gamma=-0.5": "model.gamma=-0.5",
+    "model=factor_vae model.discriminator_optimizer.lr=0": "model.discriminator_optimizer.lr=0",
+}
+
+
+@pytest.mark.parametrize("overrides", sorted(BAD_SETTINGS))
+def test_settings_a_run_cannot_use_are_refused_before_anything_is_built(tmp_path, overrides):
+    with pytest.raises(ConfigError, match=re.escape(BAD_SETTINGS[overrides])):
+        train(compose_config([*TINY_SPRITES, *overrides.split()], output_dir=tmp_path / "run"))
+    assert not (tmp_path / "run" / "config.yaml").exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_bad_learning_rate_on_the_command_line_is_one_line(tmp_path):
+    result = run_cli([*TINY_SPRITES, "training.lr=abc"], cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: model.optimizer.lr='abc' is not a learning rate" in result.stderr
+
+
+def test_a_fifo_in_an_image_folder_is_not_read(tmp_path):
+    write_image_folder(tmp_path / "photos", per_class=4)
+    os.mkfifo(tmp_path / "photos" / "dark" / "waiting.png")  # open() on it would block forever
+    dm = ImageFolderDataModule(root=str(tmp_path / "photos"), image_size=16, val_fraction=0.25, test_fraction=0.25)
+    found = {str(path) for path in find_images(tmp_path / "photos")}
+    assert "dark/waiting.png" not in found and "dark/dark_0.JPG" in found
+    done = threading.Event()
+    threading.Thread(target=lambda: (dm.setup(), done.set()), daemon=True).start()
+    assert done.wait(60), "reading the folder hung on the FIFO"
+    assert sum(len(split["image"]) for split in dm.splits.values()) == 8
+
+
+def test_nothing_is_built_or_read_before_the_folder_lock_is_taken(tmp_path):
+    run = tmp_path / "run"
+    empty_root = tmp_path / "no-data"
+    empty_root.mkdir()
+    with RunFolderLock(run):  # another process is training in this folder
+        with pytest.raises(RunFolderError, match="in use by another vae_zoo process"):
+            # the data files are missing: building first would have said that instead
+            train(compose_config(["data=mnist", f"data.root={empty_root}", "data.download=false"], output_dir=run))
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,3 +60,39 @@ def flatten_config(cfg: Any) -> dict[str, str]:
 
     walk(container, "")
     return flat
+
+
+def check_run_settings(cfg: DictConfig) -> None:
+    """Refuse numbers a run cannot use before anything is built: every optimizer's learning rate
+    (``model.optimizer.lr``, which ``training.lr`` sets by default, and any other optimizer under
+    ``model``) a finite number > 0; ``trainer.max_epochs`` and ``trainer.max_steps`` whole numbers
+    >= -1 (-1: no limit) or null. Lightning and torch would otherwise fail with a traceback at
+    the first step, or, for ``lr=0``, train for nothing.
+
+    Raises:
+        ConfigError: naming the key, the value and what it must be.
+    """
+    from vae_zoo.errors import ConfigError
+
+    problems = []
+    for key, node in _target_nodes(cfg.get("model"), "model"):
+        if str(node.get("_target_", "")).startswith("torch.optim.") and "lr" in node:
+            lr = node.get("lr")
+            if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+                problems.append(f"{key}.lr={lr!r} is not a learning rate: it must be a number > 0 (e.g. 1e-3)")
+    for key in ("trainer.max_epochs", "trainer.max_steps", "training.max_epochs"):
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < -1):
+            problems.append(f"{key}={value!r} must be a whole number >= -1 (-1: no limit) or null")
+    if problems:
+        raise ConfigError(f"{'; '.join(problems)}. Nothing was built or run.")
+
+
+def _target_nodes(node: Any, path: str) -> list[tuple[str, DictConfig]]:
+    """(key, node) for ``node`` and every config mapping below it that has a ``_target_``."""
+    if not isinstance(node, DictConfig):
+        return []
+    found = [(path, node)] if "_target_" in node else []
+    for key, value in node.items():
+        found += _target_nodes(value, f"{path}.{key}")
+    return found

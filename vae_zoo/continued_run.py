@@ -1,15 +1,18 @@
 """``train`` continuing a run in its folder (``hydra.run.dir=<run> ckpt_path=last``): the run's own
 ``config.yaml`` becomes the config group option ``continued_run=config``, which ``conf/train.yaml``
 composes last, so only what changes is given on the command line; a choice of another config group
-is refused, and values the run's config does not have are dropped with a notice."""
+is refused, and values the run's config does not have are dropped with a notice. Its paths are re-rooted
+into the folder it is continued in (:func:`reroot`), and a W&B run continues under the id its
+checkpoint holds (:func:`resume_wandb_run`)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from vae_zoo.errors import ConfigError, UntrustedFileError
 from vae_zoo.trust import plain_config_problems, read_config_file
@@ -59,12 +62,21 @@ def register_continued_run_from_argv(args: list[str], groups: set[str]) -> Path 
     folder = continued_run_folder(args)
     if folder is None:
         return None
-    chosen = sorted({arg.split("=", 1)[0].lstrip("+~") for arg in args if "=" in arg} & groups)
-    if chosen and "LOCAL_RANK" not in os.environ:  # a DDP rank Lightning starts repeats the argv: let it be
+    picked = {}
+    for arg in args:
+        if "=" in arg and arg.split("=", 1)[0].lstrip("+~") in groups:
+            key, value = arg.split("=", 1)
+            picked[key.lstrip("+~")] = value
+    made_with = run_choices(folder)
+    differing = sorted(group for group, option in picked.items() if made_with.get(group, "<unknown>") != option)
+    if differing and "LOCAL_RANK" not in os.environ:  # a DDP rank Lightning starts repeats the argv: let it be
+        was = ", ".join(f"{group}={made_with[group]}" for group in differing if group in made_with)
         raise ConfigError(
-            f"Continuing {folder} uses its own config.yaml; the command line also picks {', '.join(chosen)}, which "
-            "would be ignored. Change single values instead (e.g. model.beta=8, trainer.max_epochs=20), or start a "
-            "new run in a new folder to train another configuration."
+            f"Continuing {folder} uses its own config.yaml; the command line also picks "
+            f"{', '.join(f'{group}={picked[group]}' for group in differing)}, which differs from the choice the run was "
+            f"made with ({was or 'not recorded in its .hydra/hydra.yaml'}) and would be ignored. Repeat the run's own "
+            "choices or leave them out; change single values instead (e.g. model.beta=8, trainer.max_epochs=20), or "
+            "start a new run in a new folder to train another configuration."
         )
     node = read_config_file(folder / "config.yaml")
     problems = plain_config_problems(node)
@@ -75,9 +87,56 @@ def register_continued_run_from_argv(args: list[str], groups: set[str]) -> Path 
         )
     for key in _NOT_FROM_THE_RUN:
         node.pop(key, None)
+    reroot(node, folder)
     node.continued_run = str(folder)
     ConfigStore.instance().store(group=CONTINUED_RUN_GROUP, name="config", node=node, package="_global_")
     return folder
+
+
+def run_choices(folder: Path) -> dict[str, str]:
+    """The config group options a run folder was made with (``model: beta_vae``, ``debug: null``), from the
+    record of the Hydra job that made it (``.hydra/hydra.yaml``); empty when there is none (a run
+    made from Python). A continued run keeps this record (:func:`vae_zoo.run_folder.write_run_record`)."""
+    record = folder / ".hydra" / "hydra.yaml"
+    if not record.is_file():
+        return {}
+    try:
+        choices = read_config_file(record).get("hydra", {}).get("runtime", {}).get("choices", {})
+    except UntrustedFileError:
+        return {}
+    return {
+        str(group): "null" if option is None else str(option)
+        for group, option in (choices or {}).items()
+        if not str(group).startswith("hydra/")
+    }
+
+
+def reroot(node: DictConfig, folder: Path) -> list[str]:
+    """Point every path of ``node`` inside the folder the run was made in (``paths.output_dir``:
+    checkpoints, pictures, the loggers' folders) at the same place in ``folder``, where it is
+    continued; returns the keys changed. A run folder copied or moved since is then continued in
+    the copy: its config.yaml still names the original's absolute paths, and without this the
+    continued run would resume and overwrite the original's checkpoints and history."""
+    made_in = OmegaConf.select(node, "paths.output_dir")
+    if not isinstance(made_in, str) or os.path.normpath(made_in) == str(folder):
+        return []
+    made_in, changed = os.path.normpath(made_in), []
+
+    def walk(mapping: DictConfig | ListConfig, prefix: str) -> None:
+        keys = mapping.keys() if isinstance(mapping, DictConfig) else range(len(mapping))
+        for key in keys:
+            value = mapping[key]
+            where = f"{prefix}{key}"
+            if isinstance(value, (DictConfig, ListConfig)):
+                walk(value, f"{where}.")
+            elif isinstance(value, str) and value.startswith("/"):
+                normal = os.path.normpath(value)
+                if normal == made_in or normal.startswith(made_in + os.sep):
+                    mapping[key] = str(folder) + normal[len(made_in) :]
+                    changed.append(where)
+
+    walk(node, "")
+    return changed
 
 
 def keep_only_what_the_run_had(cfg: DictConfig, folder: Path, overrides: Sequence[str]) -> list[str]:
@@ -119,3 +178,16 @@ def _dotted_keys(node: DictConfig) -> list[str]:
 
     walk(OmegaConf.to_container(node, resolve=False), "")
     return keys
+
+
+def resume_wandb_run(cfg: DictConfig, saved: dict[str, Any] | None) -> None:
+    """Continue the W&B run the checkpoint ``saved`` (as :func:`load_checkpoint` read it) was
+    written by: the same run id, W&B ``resume``."""
+    logger_cfg = cfg.get("logger") or {}
+    if saved is None or "wandb" not in logger_cfg or logger_cfg.wandb is None:
+        return
+    run_id = saved.get("wandb_run_id")
+    if run_id:
+        with open_dict(cfg):
+            cfg.logger.wandb.id = run_id
+            cfg.logger.wandb.resume = "allow"

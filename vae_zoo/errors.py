@@ -81,3 +81,19 @@ def report_or_reraise(error: VaeZooError) -> None:
         logging.getLogger(__name__).error("%s", error)
         raise error
     report_and_exit(error)
+
+
+def check_non_negative(**weights: object) -> None:
+    """Refuse a loss weight that is negative or not a number, named as ``model.<name>``: a
+    negative β rewards the very KL it is meant to penalise, and trains without an error.
+
+    Raises:
+        ConfigError: naming each such weight and what it must be.
+    """
+    bad = [
+        f"model.{name}={value!r}"
+        for name, value in weights.items()
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0
+    ]
+    if bad:
+        raise ConfigError(f"{', '.join(bad)}: a loss weight must be a number >= 0 (0 leaves its term out).")

@@ -16,15 +16,17 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
-from omegaconf import DictConfig, OmegaConf, open_dict
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vae_zoo.checkpointing import LAST, LastCheckpoint, check_checkpoint_fits, load_checkpoint, remove_stale_temporaries
-from vae_zoo.config import flatten_config
+from vae_zoo.checkpoint_checks import check_checkpoint_fits
+from vae_zoo.checkpointing import LAST, LastCheckpoint, load_checkpoint, remove_stale_temporaries
+from vae_zoo.config import check_run_settings, flatten_config
 from vae_zoo.console import ConsoleLog, quiet_known_noise
-from vae_zoo.continued_run import keep_only_what_the_run_had
+from vae_zoo.continued_run import keep_only_what_the_run_had, resume_wandb_run
 from vae_zoo.cpu import use_cpu_settings
 from vae_zoo.data.base import InMemoryDataModule
 from vae_zoo.errors import ConfigError, Preempted
@@ -71,25 +73,13 @@ def resolve_checkpoint(cfg: DictConfig) -> Path | None:
     return path
 
 
-def resume_wandb_run(cfg: DictConfig, saved: dict[str, Any] | None) -> None:
-    """Continue the W&B run the checkpoint ``saved`` (as :func:`load_checkpoint` read it) was
-    written by: the same run id, W&B ``resume``."""
-    logger_cfg = cfg.get("logger") or {}
-    if saved is None or "wandb" not in logger_cfg or logger_cfg.wandb is None:
-        return
-    run_id = saved.get("wandb_run_id")
-    if run_id:
-        with open_dict(cfg):
-            cfg.logger.wandb.id = run_id
-            cfg.logger.wandb.resume = "allow"
-
-
 def build(cfg: DictConfig) -> Experiment:
     """Seed, then build data (checking its files first), model and trainer.
 
     Order matters for clear errors: missing data files and impossible shapes are reported
     here, before anything trains.
     """
+    check_run_settings(cfg)  # learning rates, epochs: numbers the run can use
     L.seed_everything(cfg.seed, workers=True)
     origin = config_origin(cfg)
     datamodule: InMemoryDataModule = instantiate(cfg.data, origin)
@@ -205,14 +195,16 @@ def _train(cfg: DictConfig, console_log: ConsoleLog) -> TrainResult:
                 cfg.continued_run,
                 ", ".join(removed),
             )
-    checkpoint = resolve_checkpoint(cfg)
-    # read once, weights_only (nothing in the file runs) and mmap (the tensors are not read):
-    # for the W&B run id and the resume check; Lightning reads it for real
-    saved = load_checkpoint(checkpoint, mmap=True) if checkpoint is not None else None
-    resume_wandb_run(cfg, saved)
-    experiment = build(cfg)
-    trainer, output_dir = experiment.trainer, experiment.output_dir
-    with RunFolderLock(output_dir) if trainer.is_global_zero else contextlib.nullcontext():
+    output_dir = Path(cfg.paths.output_dir)
+    # locked before anything is read or built; rank_zero_only.rank is the rank the environment says
+    with RunFolderLock(output_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext():
+        checkpoint = resolve_checkpoint(cfg)
+        # read once, weights_only (nothing in the file runs) and mmap (the tensors are not read):
+        # for the W&B run id and the resume check; Lightning reads it for real
+        saved = load_checkpoint(checkpoint, mmap=True) if checkpoint is not None else None
+        resume_wandb_run(cfg, saved)
+        experiment = build(cfg)
+        trainer = experiment.trainer
         try:
             if trainer.is_global_zero:
                 prepare_run_folder(cfg, experiment, checkpoint, saved)

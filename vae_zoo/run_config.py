@@ -264,7 +264,8 @@ def load_run(cfg: DictConfig, device: torch.device) -> LoadedRun:
 def load_weights(model: ELBOModule, run: TrainedRun) -> None:
     """Load ``run.checkpoint`` into ``model`` strictly (read with ``weights_only=True``) and note
     where it came from in ``model.loaded_from``."""
-    from vae_zoo.checkpointing import load_checkpoint, non_finite_weight
+    from vae_zoo.checkpoint_checks import non_finite_weight
+    from vae_zoo.checkpointing import load_checkpoint
 
     checkpoint = load_checkpoint(run.checkpoint)
     bad = non_finite_weight(checkpoint)

@@ -180,6 +180,14 @@ def write_run_record(cfg: DictConfig, resolved: dict[str, Any], folder: Path, pa
         return
     hydra_cfg = HydraConfig.instance().cfg
     record = folder / ".hydra"
+    if cfg.get("continued_run") and (record / "hydra.yaml").is_file():
+        # the config groups the run was made with, not this command's defaults: what a later
+        # continuation repeating the run's first command is compared with (continued_run.run_choices)
+        from vae_zoo.continued_run import run_choices
+
+        hydra_cfg = OmegaConf.create(OmegaConf.to_container(hydra_cfg, resolve=False))
+        for group, option in run_choices(folder).items():
+            hydra_cfg.hydra.runtime.choices[group] = None if option == "null" else option
     for name, node in (
         ("config.yaml", cfg),
         ("hydra.yaml", hydra_cfg),

@@ -178,7 +178,10 @@ def granted_trust(node: Any, path: str = "") -> Iterator[tuple[str, list[str]]]:
     if isinstance(node, (DictConfig, dict)):
         target = node.get("_target_") if "_target_" in node else None
         if target is not None and str(target) in TRUSTED_FUNCTIONS:
-            yield path or "<root>", _trust_argument(node, str(target))
+            yield (
+                f"{path}.{TRUSTED_FUNCTIONS[str(target)]}" if path else TRUSTED_FUNCTIONS[str(target)],
+                _trust_argument(node, str(target)),
+            )
         items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else node.items()
         for key, value in items:
             yield from granted_trust(value, f"{path}.{key}" if path else str(key))

@@ -19,7 +19,8 @@ def find_images(root: Path) -> list[Path]:
 
     Images are recognised by torchvision's extensions (``IMG_EXTENSIONS``: .jpg, .jpeg, .png,
     .ppm, .bmp, .pgm, .tif, .tiff, .webp; any case). Hidden files and folders (including the
-    cache folder) are left out.
+    cache folder) are left out, and so is anything that is not a regular file (a FIFO or a device
+    named ``x.png`` would block or never end when read).
     """
     found = []
     for folder, subfolders, names in os.walk(root, followlinks=True):
@@ -27,7 +28,9 @@ def find_images(root: Path) -> list[Path]:
         found += [
             Path(folder, n).relative_to(root)
             for n in names
-            if not n.startswith(".") and has_file_allowed_extension(n, IMG_EXTENSIONS)
+            if not n.startswith(".")
+            and has_file_allowed_extension(n, IMG_EXTENSIONS)
+            and os.path.isfile(os.path.join(folder, n))  # a regular file (or a link to one)
         ]
     return sorted(found)
 

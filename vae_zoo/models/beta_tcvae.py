@@ -6,7 +6,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vae_zoo.errors import ConfigError
+from vae_zoo.errors import ConfigError, check_non_negative
 from vae_zoo.likelihoods import DiagonalGaussian
 from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms
 from vae_zoo.stats import LOG_2PI, standard_normal_log_prob
@@ -61,6 +61,7 @@ class BetaTCVAE(ELBOModule):
     ):
         if sampling not in ("minibatch_weighted", "stratified"):
             raise ConfigError(f"model.sampling must be minibatch_weighted or stratified, got {sampling!r}.")
+        check_non_negative(alpha=alpha, beta=beta, gamma=gamma)
         if dataset_size is not None and not (isinstance(dataset_size, int) and dataset_size >= 1):
             raise ConfigError(f"model.dataset_size must be a whole number >= 1 or null, got {dataset_size!r}.")
         super().__init__(**kwargs)

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from vae_zoo.errors import check_non_negative
 from vae_zoo.models.base import ELBOModule
 
 
@@ -21,5 +22,6 @@ class BetaVAE(ELBOModule):
     """
 
     def __init__(self, beta: float = 4.0, **kwargs: Any):
+        check_non_negative(beta=beta)
         super().__init__(**kwargs)
         self.beta = beta

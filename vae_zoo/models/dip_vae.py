@@ -5,7 +5,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vae_zoo.errors import ConfigError
+from vae_zoo.errors import ConfigError, check_non_negative
 from vae_zoo.models.base import ELBOModule, ELBOTerms
 
 
@@ -30,6 +30,7 @@ class DIPVAE(ELBOModule):
     def __init__(self, dip_type: str = "i", lambda_od: float = 10.0, lambda_d: float = 100.0, **kwargs: Any):
         if dip_type not in ("i", "ii"):
             raise ConfigError(f"model.dip_type must be i or ii, got {dip_type!r}.")
+        check_non_negative(lambda_od=lambda_od, lambda_d=lambda_d)
         super().__init__(**kwargs)
         self.dip_type, self.lambda_od, self.lambda_d = dip_type, lambda_od, lambda_d
 

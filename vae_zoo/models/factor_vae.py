@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vae_zoo.errors import ConfigError
+from vae_zoo.errors import ConfigError, check_non_negative
 from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms
 from vae_zoo.models.training import OptimizerFactory, plain_arguments
 
@@ -50,6 +50,7 @@ class FactorVAE(ELBOModule):
     ):
         if kwargs.get("lr_scheduler") is not None:
             raise ConfigError("FactorVAE steps its two optimizers itself; model.lr_scheduler must be null for it.")
+        check_non_negative(gamma=gamma)
         super().__init__(**kwargs)
         self.automatic_optimization = False
         self.gamma = gamma
