@@ -38,11 +38,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from vae_zoo.config import compose_config
 from vae_zoo.data.splits import SplitBatches
 from vae_zoo.data.sprites import make_sprites
-from vae_zoo.experiment import train
 from vae_zoo.metrics import latent_codes_and_factors, mutual_information_gap
+from vae_zoo.run.config import compose_config
+from vae_zoo.run.experiment import train
 
 QUIET = ["callbacks.progress_bar=null", "trainer.enable_model_summary=false"]
 

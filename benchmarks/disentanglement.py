@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 
-from vae_zoo.config import compose_config
 from vae_zoo.data.splits import SplitBatches
-from vae_zoo.experiment import train
 from vae_zoo.metrics import dci, factor_vae_score, latent_codes_and_factors, mutual_information_gap
+from vae_zoo.run.config import compose_config
+from vae_zoo.run.experiment import train
 
 QUIET = ["callbacks.progress_bar=null", "test=false", "logger=csv"]
 PAPER_WEIGHTS = {

@@ -25,9 +25,9 @@ from hydra.utils import instantiate
 from rich.console import Console
 from rich.table import Table
 
-from vae_zoo.config import compose_config
 from vae_zoo.data.splits import SplitBatches
 from vae_zoo.metrics import importance_sampled_log_likelihoods
+from vae_zoo.run.config import compose_config
 
 
 def main() -> None:

@@ -32,12 +32,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from vae_zoo.config import compose_config
 from vae_zoo.data.splits import SplitBatches
-from vae_zoo.evaluation import evaluate
-from vae_zoo.experiment import train
+from vae_zoo.evaluation.runner import evaluate
 from vae_zoo.metrics import factor_vae_score, latent_codes_and_factors, mutual_information_gap
-from vae_zoo.run_config import compose_run_config
+from vae_zoo.run.config import compose_config
+from vae_zoo.run.experiment import train
+from vae_zoo.run.run_config import compose_run_config
 
 QUIET = ["callbacks.progress_bar=null", "trainer.enable_model_summary=false", "test=false"]
 LIKELIHOOD_NET = [

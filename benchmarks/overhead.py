@@ -15,10 +15,10 @@ machine's torch threads, with denormal floats flushed in both loops:
   implementation for the device (on the CPU: its per-tensor loop). Words after ``plain`` make it
   as fast as the hardware allows: ``fused`` (``Adam(fused=True)``), ``channels_last`` (conv nets),
   ``compile`` (``torch.compile`` of encoder and decoder), ``malloc`` (glibc keeps freed memory
-  for the next step: :func:`vae_zoo.cpu.keep_freed_memory`, as a vae_zoo run does), ``cuda`` (on
+  for the next step: :func:`vae_zoo.run.cpu.keep_freed_memory`, as a vae_zoo run does), ``cuda`` (on
   the GPU, the images held there: the fastest a GPU loop can be fed); ``model`` computes the loss with the
   vae_zoo model's own forward (``model.batch_terms(batch).loss``): vae_zoo without Lightning.
-- ``vae_zoo``: ``vae_zoo.experiment.train`` on the config ``python -m vae_zoo.train data=mnist
+- ``vae_zoo``: ``vae_zoo.run.experiment.train`` on the config ``python -m vae_zoo.train data=mnist
   net=<net>`` composes (default callbacks: progress bar, checkpoints, the five pictures, the CSV
   logger; ``test=false``), for one epoch. Words after ``vae_zoo`` are config overrides
   (``channels_last``, ``compile``) in the same spelling. ``--source name=folder`` adds the
@@ -96,8 +96,8 @@ def vae_zoo_overrides(net: str, mnist_root: str, extra: list[str], out: Path) ->
 
 
 def run_vae_zoo(net: str, mnist_root: str, extra: list[str], out: Path) -> None:
-    from vae_zoo.config import compose_config
-    from vae_zoo.experiment import train
+    from vae_zoo.run.config import compose_config
+    from vae_zoo.run.experiment import train
 
     with tempfile.TemporaryDirectory() as run_dir:
         train(compose_config(vae_zoo_overrides(net, mnist_root, extra, out), output_dir=run_dir))
@@ -108,11 +108,11 @@ def run_plain(net: str, mnist_root: str, words: list[str], out: Path) -> None:
     import torch.nn.functional as F
     from hydra.utils import instantiate
 
-    from vae_zoo.config import compose_config
+    from vae_zoo.run.config import compose_config
 
     torch.set_flush_denormal(True)
     if "malloc" in words:
-        from vae_zoo.cpu import keep_freed_memory
+        from vae_zoo.run.cpu import keep_freed_memory
 
         assert keep_freed_memory()
     cfg = compose_config(
@@ -221,7 +221,7 @@ def main() -> None:
         raise SystemExit(
             f"--variants must include {args.baseline!r}: every ratio is to that run of the same round (--baseline)."
         )
-    from vae_zoo.config import compose_config
+    from vae_zoo.run.config import compose_config
 
     for _label, source, variant in jobs:  # a misspelt override fails now, not after an hour of rounds
         if variant.startswith("vae_zoo") and source == this_tree:

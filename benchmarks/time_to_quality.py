@@ -40,7 +40,7 @@ def run_plain(net: str, mnist_root: str, target: float, max_epochs: int) -> dict
     import torch.nn.functional as F
     from hydra.utils import instantiate
 
-    from vae_zoo.config import compose_config
+    from vae_zoo.run.config import compose_config
 
     torch.set_flush_denormal(True)
     cfg = compose_config(

@@ -17,9 +17,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from vae_zoo.config import compose_config
-from vae_zoo.experiment import train
 from vae_zoo.metrics import active_units
+from vae_zoo.run.config import compose_config
+from vae_zoo.run.experiment import train
 
 VARIANTS = ("vae", "beta_vae", "cvae", "vq_vae")
 

@@ -32,12 +32,12 @@ from rich.console import Console
 from rich.table import Table
 from torchvision.utils import save_image
 
-from vae_zoo.config import compose_config
 from vae_zoo.data import MNISTDataModule
-from vae_zoo.evaluation import evaluate
-from vae_zoo.experiment import train
+from vae_zoo.evaluation.runner import evaluate
 from vae_zoo.metrics.fid import train_classifier_extractor
-from vae_zoo.run_config import compose_run_config
+from vae_zoo.run.config import compose_config
+from vae_zoo.run.experiment import train
+from vae_zoo.run.run_config import compose_run_config
 
 CONFIDENCE = 0.9
 
@@ -114,7 +114,7 @@ def main() -> None:
     )
     classifier_seconds = time.perf_counter() - start
 
-    from vae_zoo.run_config import load_frozen_model
+    from vae_zoo.run.run_config import load_frozen_model
 
     two_stage = load_frozen_model(str(prior_run))
     vq_vae = two_stage.first_stage

@@ -104,7 +104,7 @@ def make_vq_vae_run(folder: Path, overrides: list[str] = ()) -> Path:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from vae_zoo.config import compose_config
+    from vae_zoo.run.config import compose_config
 
     cfg = compose_config(["model=vq_vae", *overrides], output_dir=folder)
     model = instantiate(cfg.model)
@@ -119,8 +119,8 @@ def make_vq_vae_run(folder: Path, overrides: list[str] = ()) -> Path:
 def trained_run(tmp_path_factory) -> Path:
     """A finished tiny run on the sprites (in-process, one epoch), shared by every test that only
     reads it or tampers with a copy of it (:func:`copy_run`): one training for the session."""
-    from vae_zoo.config import compose_config
-    from vae_zoo.experiment import train
+    from vae_zoo.run.config import compose_config
+    from vae_zoo.run.experiment import train
 
     run = tmp_path_factory.mktemp("trained") / "run"
     train(compose_config([*TINY_SPRITES, "trainer.max_epochs=1"], output_dir=run))

@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from vae_zoo.checkpointing import AtomicCheckpointIO
+from vae_zoo.run.checkpointing import AtomicCheckpointIO
 
 
 class SlowCheckpointIO(AtomicCheckpointIO):

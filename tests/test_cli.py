@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vae_zoo.checkpointing import load_checkpoint
+from vae_zoo.support.checkpoint_files import load_checkpoint
 
 from conftest import TINY_SPRITES, run_cli, run_folders
 
@@ -42,7 +42,7 @@ def test_default_pipeline_end_to_end(tmp_path):
     assert "vae_zoo run summary" in result.stdout and "test/elbo" in result.stdout
     # callbacks.progress_bar=null (TINY_RUN) means plain logs: no progress bar of any kind
     assert "it/s" not in result.stdout + result.stderr and "Epoch 0/" not in result.stdout + result.stderr
-    # Lightning's messages known not to apply are silenced (vae_zoo.console), one by one; the
+    # Lightning's messages known not to apply are silenced (vae_zoo.run.console), one by one; the
     # model summary is our one line, not a table whose FLOPs column is all 0
     console = result.stdout + result.stderr
     for noise in ("LeafSpec", "litlogger", "does not have many workers", "sync_dist", "FLOPs", "INFO:", "[lightning."):

@@ -6,8 +6,8 @@ import csv
 import logging
 from pathlib import Path
 
-from vae_zoo.config import compose_config
-from vae_zoo.experiment import train
+from vae_zoo.run.config import compose_config
+from vae_zoo.run.experiment import train
 
 from conftest import TINY_SPRITES
 

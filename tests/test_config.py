@@ -9,9 +9,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from vae_zoo.config import compose_config, config_dir
 from vae_zoo.errors import ConfigError
-from vae_zoo.experiment import build
+from vae_zoo.run.config import compose_config, config_dir
+from vae_zoo.run.experiment import build
 
 from conftest import REPO, TINY_DATA, TINY_SPRITES, make_vq_vae_run
 
@@ -78,7 +78,7 @@ def test_configs_are_found_from_a_built_wheel(tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     assert (site / "vae_zoo" / "conf" / "train.yaml").is_file()
-    code = "import vae_zoo.config as c; print(c.config_dir())"
+    code = "import vae_zoo.run.config as c; print(c.config_dir())"
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
     where = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True

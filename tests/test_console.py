@@ -1,4 +1,4 @@
-"""The run's console, copied to train.log as a person would read it (vae_zoo.console)."""
+"""The run's console, copied to train.log as a person would read it (vae_zoo.run.console)."""
 
 import logging
 import sys
@@ -6,7 +6,7 @@ import sys
 from rich.console import Console
 from rich.progress import Progress
 
-from vae_zoo.console import ConsoleLog, _PlainText
+from vae_zoo.run.console import ConsoleLog, _PlainText
 
 
 def test_plain_text_plays_back_redraws_and_drops_colours():

@@ -1,4 +1,4 @@
-"""The W&B workspace (vae_zoo/dashboard.py) is built offline, and every panel reads a key that real
+"""The W&B workspace (vae_zoo/evaluation/dashboard.py) is built offline, and every panel reads a key that real
 offline W&B runs logged: a renamed metric cannot leave a dead panel."""
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ import re
 
 import pytest
 
-from vae_zoo.config import compose_config
-from vae_zoo.dashboard import main, panel_keys, workspace
-from vae_zoo.experiment import train
+from vae_zoo.dashboard import main
+from vae_zoo.evaluation.dashboard import panel_keys, workspace
+from vae_zoo.run.config import compose_config
+from vae_zoo.run.experiment import train
 
 from conftest import TINY_DATA, TINY_NET, TINY_RUN
 from wandb_records import config, history, read_records

@@ -220,7 +220,7 @@ def test_corruption_is_chosen_by_config_group():
     """corruption=gaussian / mask build the object from its _target_, settings under data.corruption."""
     from hydra.utils import instantiate
 
-    from vae_zoo.config import compose_config
+    from vae_zoo.run.config import compose_config
 
     cfg = compose_config(
         ["corruption=mask", "data.corruption.fraction=0.4", "data.num_train=8", "data.num_val=4", "data.num_test=4"]

@@ -9,7 +9,6 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from vae_zoo.config import compose_config
 from vae_zoo.data import (
     CelebADataModule,
     CIFAR10DataModule,
@@ -19,7 +18,8 @@ from vae_zoo.data import (
 )
 from vae_zoo.data.sprites import render_sprites
 from vae_zoo.errors import ConfigError, DataError, DataNotFoundError
-from vae_zoo.experiment import check_compatible
+from vae_zoo.models.data_fit import check_compatible
+from vae_zoo.run.config import compose_config
 
 from conftest import make_mnist_files
 from data_fixtures import CELEBA_ATTRIBUTES, write_celeba, write_cifar10, write_dsprites, write_image_folder

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 
-from vae_zoo.config import compose_config
-from vae_zoo.experiment import train
+from vae_zoo.run.config import compose_config
+from vae_zoo.run.experiment import train
 
 from conftest import TINY_SPRITES, run_cli
 

@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from vae_zoo.config import compose_config
 from vae_zoo.errors import UntrustedFileError
-from vae_zoo.evaluation import evaluate
-from vae_zoo.experiment import train
-from vae_zoo.run_config import compose_run_config
+from vae_zoo.evaluation.runner import evaluate
+from vae_zoo.run.config import compose_config
+from vae_zoo.run.experiment import train
+from vae_zoo.run.run_config import compose_run_config
 
 from conftest import REPO, TINY_SPRITES
 

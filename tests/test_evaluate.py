@@ -17,11 +17,11 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from vae_zoo.config import compose_config
 from vae_zoo.errors import ConfigError
-from vae_zoo.evaluation import evaluate
+from vae_zoo.evaluation.runner import evaluate
 from vae_zoo.metrics import ClassifierFeatureExtractor, FeatureExtractorUnavailableError
-from vae_zoo.run_config import compose_run_config, register_run_config_from_argv
+from vae_zoo.run.config import compose_config
+from vae_zoo.run.run_config import compose_run_config, register_run_config_from_argv
 
 from conftest import TINY_DATA, TINY_NET, TINY_SPRITES, run_cli
 
@@ -231,7 +231,7 @@ def test_vq_vae_gets_codebook_and_reconstruction_metrics_and_skips_gaussian_ones
     train_cfg = compose_config(["model=vq_vae", *TINY_DATA, *TINY_NET["vq_vae"]], output_dir=run)
     (run / "checkpoints").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(OmegaConf.to_container(train_cfg, resolve=True)), run / "config.yaml")
-    from vae_zoo.experiment import instantiate
+    from vae_zoo.run.experiment import instantiate
 
     torch.save({"state_dict": instantiate(train_cfg.model).state_dict()}, run / "checkpoints" / "last.ckpt")
     overrides = ["evaluate.fid=false", "evaluate.max_examples=32"]  # the sprites have factors: disentanglement is asked

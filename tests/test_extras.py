@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vae_zoo.extras import MissingExtraError
+from vae_zoo.support.extras import MissingExtraError
 
 from conftest import TINY_SPRITES, run_cli
 
@@ -59,7 +59,7 @@ def test_in_process_parts_name_their_extras(tmp_path, monkeypatch):
 
     with pytest.raises(MissingExtraError, match=r"hparams_search=optuna needs optuna.*vae_zoo\[optuna\]"):
         OptunaSweeper(study_name="s", storage=str(tmp_path / "s.journal")).sweep([])
-    from vae_zoo.dashboard import workspace
+    from vae_zoo.evaluation.dashboard import workspace
 
     with pytest.raises(MissingExtraError, match=r"vae_zoo\[dashboard\]"):
         workspace("someone", "vae_zoo")

@@ -10,10 +10,10 @@ import lightning as L
 import pytest
 import torch
 
-from vae_zoo.config import compose_config
 from vae_zoo.errors import ConfigError
-from vae_zoo.experiment import build, train
 from vae_zoo.models.base import ELBOModule
+from vae_zoo.run.config import compose_config
+from vae_zoo.run.experiment import build, train
 
 from conftest import TINY_SPRITES
 
@@ -156,7 +156,7 @@ def test_gpu_flags_run_on_the_cpu(tmp_path):
 
 KEEP_OR_NOT = """
 import resource, sys, torch
-from vae_zoo.cpu import keep_freed_memory
+from vae_zoo.run.cpu import keep_freed_memory
 import ctypes, ctypes.util
 # glibc's settings at a process's start, held fixed (it raises them by itself once a freed
 # block lands above the threshold, at a moment that depends on what ran before)
@@ -207,7 +207,7 @@ def test_the_progress_bar_updates_when_a_redraw_is_due_and_at_each_epochs_last_b
 
 FLUSH_OR_NOT = """
 import sys, torch
-from vae_zoo.cpu import use_cpu_settings
+from vae_zoo.run.cpu import use_cpu_settings
 use_cpu_settings({"flush_denormal": sys.argv[1] == "on", "keep_freed_memory": True})
 print(float(torch.tensor([1e-39]) * 1.0))  # a subnormal float32
 """

@@ -20,8 +20,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from vae_zoo.checkpointing import load_checkpoint
-from vae_zoo.config import compose_config
 from vae_zoo.errors import (
     CheckpointError,
     ConfigError,
@@ -30,10 +28,12 @@ from vae_zoo.errors import (
     RunFolderError,
     UntrustedFileError,
 )
-from vae_zoo.evaluation import evaluate, write_samples
-from vae_zoo.experiment import build, print_summary, train
-from vae_zoo.run_config import compose_run_config
-from vae_zoo.run_folder import atomic_write
+from vae_zoo.evaluation.runner import evaluate, write_samples
+from vae_zoo.run.config import compose_config
+from vae_zoo.run.experiment import build, print_summary, train
+from vae_zoo.run.run_config import compose_run_config
+from vae_zoo.run.run_folder import atomic_write
+from vae_zoo.support.checkpoint_files import load_checkpoint
 
 from conftest import TINY_SPRITES, Payload, copy_run, run_cli, snapshot
 
@@ -131,7 +131,7 @@ def test_a_checkpoint_whose_pickle_runs_code_is_refused_everywhere(trained_run, 
 UNTRUSTED = {
     # key in config.yaml -> node: a direct call, a trusted module's re-export, a method
     "data.corruption": {"_target_": "torch.load", "f": "{evil}", "weights_only": False},
-    "model.likelihood": {"_target_": "vae_zoo.experiment.torch.load", "f": "{evil}", "weights_only": False},
+    "model.likelihood": {"_target_": "vae_zoo.run.experiment.torch.load", "f": "{evil}", "weights_only": False},
     "model.kl_schedule": {"_target_": "subprocess.run", "args": ["touch", "{marker}"]},
 }
 
@@ -298,7 +298,7 @@ def test_the_user_can_trust_a_target_of_their_own(trained_run, tmp_path):
     package = tmp_path / "user"
     package.mkdir()
     (package / "vae_zoo_user_schedules.py").write_text(
-        "from vae_zoo.schedules import KLSchedule\n\nclass Constant(KLSchedule):\n    pass\n"
+        "from vae_zoo.blocks.schedules import KLSchedule\n\nclass Constant(KLSchedule):\n    pass\n"
     )
     sys.path.insert(0, str(package))
     try:
@@ -550,7 +550,7 @@ def test_a_full_disk_is_one_message_naming_the_folder_and_the_old_checkpoint_sur
 
 
 def test_a_checkpoint_with_non_finite_weights_is_never_written(tmp_path):
-    from vae_zoo.checkpointing import AtomicCheckpointIO
+    from vae_zoo.run.checkpointing import AtomicCheckpointIO
 
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()
@@ -597,3 +597,16 @@ def test_a_run_made_before_new_defaults_continues_as_it_was_made(tmp_path):
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert OmegaConf.load(run / "config.yaml").data.sprite_size == 1.5
+
+
+def test_a_run_made_before_the_package_was_laid_out_by_layer_still_evaluates(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path / "run")
+    text = (run / "config.yaml").read_text()
+    old = text.replace("vae_zoo.blocks.", "vae_zoo.").replace(
+        "vae_zoo.run.", "vae_zoo."
+    )  # the targets it was made with
+    assert "_target_: vae_zoo.likelihoods.Bernoulli" in old and "vae_zoo.checkpointing.LastCheckpoint" in old
+    (run / "config.yaml").write_text(old)
+    overrides = ["evaluate.fid=false", "evaluate.num_importance_samples=2", "evaluate.disentanglement=false"]
+    report = evaluate(compose_run_config(run, overrides, output_dir=tmp_path / "eval"))
+    assert report.metrics["elbo"]["value"] < 0

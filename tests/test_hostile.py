@@ -20,14 +20,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from vae_zoo.checkpointing import load_checkpoint
-from vae_zoo.config import compose_config
 from vae_zoo.data.folder import ImageFolderDataModule, find_images
 from vae_zoo.errors import ConfigError, RunFolderError, UntrustedFileError, VaeZooError
-from vae_zoo.evaluation import evaluate, write_samples
-from vae_zoo.experiment import train
-from vae_zoo.run_config import compose_run_config, load_frozen_model
-from vae_zoo.run_folder import RunFolderLock
+from vae_zoo.evaluation.runner import evaluate, write_samples
+from vae_zoo.run.config import compose_config
+from vae_zoo.run.experiment import train
+from vae_zoo.run.run_config import compose_run_config, load_frozen_model
+from vae_zoo.run.run_folder import RunFolderLock
+from vae_zoo.support.checkpoint_files import load_checkpoint
 
 from conftest import TINY_SPRITES, Payload, cli_command, copy_run, make_vq_vae_run, run_cli, snapshot
 from data_fixtures import write_image_folder
@@ -58,7 +58,7 @@ def test_a_run_file_cannot_widen_trust_through_the_first_stage_loader(trained_ru
     # the run given to evaluate names only the loader, which is trusted by name
     child = copy_run(trained_run, tmp_path / "child")
     config = OmegaConf.load(child / "config.yaml")
-    loader = {"_target_": "vae_zoo.run_config.load_frozen_model", **FIRST_STAGE_TRUST[form](parent)}
+    loader = {"_target_": "vae_zoo.run.run_config.load_frozen_model", **FIRST_STAGE_TRUST[form](parent)}
     config.model.kl_schedule = loader
     OmegaConf.save(config, child / "config.yaml")
 

@@ -13,11 +13,11 @@ from test_evaluate import run_module
 from torch.distributions import Bernoulli as TorchBernoulli
 from torch.distributions import Normal, kl_divergence
 
-from vae_zoo.config import compose_config
+from vae_zoo.blocks.likelihoods import Bernoulli
 from vae_zoo.errors import ConfigError
-from vae_zoo.experiment import train
-from vae_zoo.likelihoods import Bernoulli
 from vae_zoo.models import HierarchicalVAE
+from vae_zoo.run.config import compose_config
+from vae_zoo.run.experiment import train
 
 from conftest import TINY_DATA, TINY_RUN, run_cli, run_folders
 
@@ -123,8 +123,8 @@ def test_dreg_is_refused_rather_than_ignored(tmp_path):
     with pytest.raises(ConfigError, match="no DReG estimator"):
         model.log_importance_weights(images(), 3, stop_posterior_gradient=True)
     assert model.log_importance_weights(images(), 3).log_weights.shape == (6, 3)
-    from vae_zoo.config import compose_config
-    from vae_zoo.experiment import build
+    from vae_zoo.run.config import compose_config
+    from vae_zoo.run.experiment import build
 
     with pytest.raises(ConfigError, match=r"model builds vae_zoo\.models\.hvae\.HierarchicalVAE .*'dreg'"):
         build(compose_config([*TINY_HVAE, "+model.dreg=true"], output_dir=tmp_path))

@@ -12,7 +12,7 @@ import pytest
 import tomllib
 from packaging.specifiers import SpecifierSet
 
-from vae_zoo.lightning_internals import (
+from vae_zoo.support.lightning_internals import (
     TESTED_LIGHTNING,
     LightningInternalsChanged,
     logs_reach_a_logger,

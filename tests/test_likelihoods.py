@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import distributions as D
 
-from vae_zoo.likelihoods import Bernoulli, DiagonalGaussian, Gaussian
+from vae_zoo.blocks.likelihoods import Bernoulli, DiagonalGaussian, Gaussian
 
 
 def test_kl_per_dim_equals_torch_kl_divergence():

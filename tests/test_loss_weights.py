@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from vae_zoo.config import compose_config
 from vae_zoo.errors import ConfigError
-from vae_zoo.experiment import build, train
+from vae_zoo.run.config import compose_config
+from vae_zoo.run.experiment import build, train
 
 from conftest import TINY_DATA, TINY_NET, TINY_RUN, TINY_SPRITES
 

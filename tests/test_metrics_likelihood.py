@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from vae_zoo.likelihoods import Gaussian
+from vae_zoo.blocks.likelihoods import Gaussian
 from vae_zoo.metrics import bits_per_dim, importance_sampled_log_likelihood, importance_sampled_log_likelihoods
 from vae_zoo.models import VAE, Capabilities, ConditionalVAE
 from vae_zoo.nets import MLPDecoder, MLPEncoder

@@ -6,7 +6,7 @@ from functools import partial
 import torch
 from torch import distributions as D
 
-from vae_zoo.likelihoods import Bernoulli, Gaussian
+from vae_zoo.blocks.likelihoods import Bernoulli, Gaussian
 from vae_zoo.models import VAE
 from vae_zoo.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 

@@ -128,9 +128,9 @@ def test_a_broken_notebook_fails(data_root, tmp_path):
     """A notebook whose code no longer fits vae_zoo (here: a renamed function) fails with the
     cell and the error, through papermill's command line as a person would run it."""
     notebook = nbformat.read(NOTEBOOKS / "01_quickstart.ipynb", as_version=4)
-    cell = next(cell for cell in notebook.cells if "from vae_zoo.config import compose_config" in cell.source)
+    cell = next(cell for cell in notebook.cells if "from vae_zoo.run.config import compose_config" in cell.source)
     cell.source = cell.source.replace(
-        "from vae_zoo.config import compose_config", "from vae_zoo.config import compose_configuration"
+        "from vae_zoo.run.config import compose_config", "from vae_zoo.run.config import compose_configuration"
     )
     broken = tmp_path / "broken.ipynb"
     nbformat.write(notebook, broken)

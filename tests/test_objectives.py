@@ -9,13 +9,13 @@ import lightning as L
 import pytest
 import torch
 
-from vae_zoo.config import compose_config
+from vae_zoo.blocks.likelihoods import Bernoulli
+from vae_zoo.blocks.stats import standard_normal_log_prob
 from vae_zoo.errors import ConfigError
-from vae_zoo.experiment import train
-from vae_zoo.likelihoods import Bernoulli
 from vae_zoo.models import DIPVAE, IWAE, VAE, BetaTCVAE, FactorVAE
 from vae_zoo.nets import MLPDecoder, MLPEncoder
-from vae_zoo.stats import standard_normal_log_prob
+from vae_zoo.run.config import compose_config
+from vae_zoo.run.experiment import train
 
 from conftest import TINY_SPRITES
 
@@ -171,7 +171,7 @@ def test_stratified_sampling_estimates_a_known_aggregate_posterior_without_bias_
     Minibatch-weighted sampling as published weighs the batch with 1/(N B), which sums to 1/N: where
     the posteriors overlap (as here) its log densities read about log N low. The two estimators
     therefore do not agree with each other in log space; their sum MI + TC + DWKL does (exact)."""
-    from vae_zoo.likelihoods import DiagonalGaussian
+    from vae_zoo.blocks.likelihoods import DiagonalGaussian
 
     generator = torch.Generator().manual_seed(0)
     size, batch_size, dims, s = 200, 32, 3, 0.8
@@ -229,7 +229,7 @@ FACTOR_VAE = ["model=factor_vae", "model.discriminator_hidden=[64,64]", *TINY_SP
 
 def test_factor_vae_steps_both_optimizers_and_clips_its_own_step(tmp_path):
     cfg = compose_config([*FACTOR_VAE, "trainer.max_epochs=1", "trainer.gradient_clip_val=1e4"], output_dir=tmp_path)
-    from vae_zoo.experiment import build
+    from vae_zoo.run.experiment import build
 
     torch.manual_seed(0)
     initial = {name: p.detach().clone() for name, p in build(cfg).model.named_parameters()}
@@ -288,7 +288,7 @@ class L1Penalty(VAE):
 
 @pytest.mark.parametrize("cls", [BetaTCVAE, DIPVAE, FactorVAE, L1Penalty])
 def test_a_kl_warm_up_ramps_each_objective_s_regulariser(cls):
-    from vae_zoo.schedules import KLSchedule
+    from vae_zoo.blocks.schedules import KLSchedule
 
     extra = {FactorVAE: {"discriminator_hidden": (16,)}, BetaTCVAE: {"dataset_size": 1000}}.get(cls, {})
     model = cls(kl_schedule=KLSchedule(warmup_steps=100), **extra, **TINY_MLP)

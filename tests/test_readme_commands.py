@@ -22,8 +22,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from vae_zoo.config import config_dir
-from vae_zoo.experiment import check_compatible, instantiate
+from vae_zoo.models.data_fit import check_compatible
+from vae_zoo.run.config import config_dir
+from vae_zoo.run.experiment import instantiate
 
 from conftest import REPO, make_vq_vae_run
 

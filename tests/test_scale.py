@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from vae_zoo.checkpointing import load_checkpoint
-from vae_zoo.config import compose_config
-from vae_zoo.experiment import train
+from vae_zoo.run.config import compose_config
+from vae_zoo.run.experiment import train
+from vae_zoo.support.checkpoint_files import load_checkpoint
 
 from conftest import TINY_DATA, TINY_RUN, TINY_SPRITES, make_mnist_files, run_cli, run_folders
 from data_fixtures import write_celeba, write_cifar10, write_dsprites
@@ -155,7 +155,7 @@ def test_resume_reaches_the_same_metrics_as_an_uninterrupted_run(tmp_path):
 
 KILL_SCRIPT = """
 import sys, torch
-from vae_zoo.checkpointing import AtomicCheckpointIO
+from vae_zoo.run.checkpointing import AtomicCheckpointIO
 io, path = AtomicCheckpointIO(), sys.argv[1]
 io.save_checkpoint({"step": 1, "weights": torch.zeros(10)}, path)
 print("saved", flush=True)

@@ -7,9 +7,9 @@ import pytest
 import torch
 from test_models import make_vae
 
+from vae_zoo.blocks.schedules import KLSchedule
 from vae_zoo.data import SpritesDataModule
 from vae_zoo.errors import ConfigError
-from vae_zoo.schedules import KLSchedule
 
 
 def test_constant_schedule_is_the_plain_kl():

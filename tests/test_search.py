@@ -20,9 +20,9 @@ from optuna.trial import TrialState
 
 from vae_zoo.callbacks.optuna_pruning import ALIVE_AT, open_storage
 from vae_zoo.errors import ConfigError
-from vae_zoo.evaluation import evaluate
-from vae_zoo.run_config import compose_run_config
-from vae_zoo.search import (
+from vae_zoo.evaluation.runner import evaluate
+from vae_zoo.run.run_config import compose_run_config
+from vae_zoo.run.search import (
     OptunaSearch,
     distribution,
     fail_abandoned_trials,

@@ -5,11 +5,11 @@ from functools import partial
 import pytest
 import torch
 
+from vae_zoo.blocks.likelihoods import Bernoulli
+from vae_zoo.blocks.schedules import KLSchedule
 from vae_zoo.data import MNISTDataModule
-from vae_zoo.likelihoods import Bernoulli
 from vae_zoo.models import VAE, BetaVAE, ConditionalVAE
 from vae_zoo.nets import MLPDecoder, MLPEncoder
-from vae_zoo.schedules import KLSchedule
 
 from conftest import make_mnist_files
 

@@ -10,10 +10,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from vae_zoo.likelihoods import Bernoulli
+from vae_zoo.blocks.likelihoods import Bernoulli
+from vae_zoo.blocks.quantizers import VectorQuantizer
 from vae_zoo.models import VQVAE
 from vae_zoo.nets import ConvGridDecoder, ConvGridEncoder
-from vae_zoo.quantizers import VectorQuantizer
 
 CENTRES = torch.randn(8, 4, generator=torch.Generator().manual_seed(0)) * 5
 

@@ -12,11 +12,11 @@ import torch
 from test_cli import read_metrics
 from test_evaluate import run_module
 
+from vae_zoo.blocks.likelihoods import Bernoulli
+from vae_zoo.blocks.quantizers import VectorQuantizer
 from vae_zoo.errors import ConfigError
-from vae_zoo.likelihoods import Bernoulli
 from vae_zoo.models import VQVAE, LearnedPriorVQVAE
 from vae_zoo.nets import CodeTransformer, ConvGridDecoder, ConvGridEncoder
-from vae_zoo.quantizers import VectorQuantizer
 
 from conftest import TINY_DATA, TINY_NET, TINY_RUN, run_cli, run_folders
 
@@ -209,9 +209,9 @@ def test_sample_and_evaluate_use_the_learned_prior(two_stage):
 def test_training_batches_carry_the_cached_codes(two_stage):
     """The training split's codes are computed once, at the start of fit, and equal the first
     stage's codes of the same images."""
-    from vae_zoo.config import compose_config
-    from vae_zoo.experiment import build
     from vae_zoo.models.vq_prior import CODES
+    from vae_zoo.run.config import compose_config
+    from vae_zoo.run.experiment import build
 
     overrides = ["model=vq_prior", f"model.first_stage.path={two_stage['vq']}", *TINY_DATA, "data.image_size=16"]
     experiment = build(compose_config([*overrides, *TINY_PRIOR], output_dir=two_stage["workdir"] / "cache"))
@@ -262,8 +262,8 @@ def test_a_run_file_cannot_trust_more_for_its_first_stage_than_the_command_line(
     from omegaconf import OmegaConf
 
     from vae_zoo.errors import UntrustedFileError
-    from vae_zoo.evaluation import evaluate
-    from vae_zoo.run_config import compose_run_config
+    from vae_zoo.evaluation.runner import evaluate
+    from vae_zoo.run.run_config import compose_run_config
 
     prior_run = two_stage["prior"]
     edited = prior_run.parent / "edited_prior"

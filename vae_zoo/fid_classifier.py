@@ -15,8 +15,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from vae_zoo.config import config_dir
 from vae_zoo.errors import ConfigError, VaeZooError, report_or_reraise
+from vae_zoo.run.config import config_dir
 
 
 def train_fid_classifier(cfg: DictConfig) -> tuple[Path, float, int]:

@@ -1,6 +1,6 @@
 """Pictures from a trained run: ``python -m vae_zoo.sample ckpt_path=<checkpoint> [num_samples=64]``.
 
-A thin Hydra entry point; the work is in :func:`vae_zoo.evaluation.write_samples`. The config is
+A thin Hydra entry point; the work is in :func:`vae_zoo.evaluation.runner.write_samples`. The config is
 the run's own (``<run>/config.yaml``), then ``conf/sample.yaml``, then the command line, e.g.::
 
     python -m vae_zoo.sample ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt num_samples=64
@@ -16,14 +16,14 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.markup import escape
 
-from vae_zoo.config import config_dir
 from vae_zoo.errors import VaeZooError, report_or_reraise
-from vae_zoo.run_config import main_with_run_config
+from vae_zoo.run.config import config_dir
+from vae_zoo.run.run_config import main_with_run_config
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="sample")
 def _main(cfg: DictConfig) -> None:
-    from vae_zoo.evaluation import write_samples  # torch and Lightning only once there is work (not for --help)
+    from vae_zoo.evaluation.runner import write_samples  # torch and Lightning only once there is work (not for --help)
 
     try:
         written = write_samples(cfg)

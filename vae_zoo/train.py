@@ -1,8 +1,8 @@
 """Train a VAE: ``python -m vae_zoo.train [model=vae] [data=sprites] [key=value ...]``.
 
-A thin Hydra entry point; the work is in :func:`vae_zoo.experiment.train`. Continuing a run in
+A thin Hydra entry point; the work is in :func:`vae_zoo.run.experiment.train`. Continuing a run in
 its folder (``hydra.run.dir=<run> ckpt_path=last``) composes that run's ``config.yaml`` first
-(:func:`vae_zoo.continued_run.register_continued_run_from_argv`), so only what changes is given.
+(:func:`vae_zoo.run.continued_run.register_continued_run_from_argv`), so only what changes is given.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, read_write
 
-from vae_zoo.config import config_dir
-from vae_zoo.console import ConsoleLog, lightning_logs_through_root, quiet_known_noise
-from vae_zoo.continued_run import register_continued_run_from_argv
 from vae_zoo.errors import Preempted, VaeZooError, report_and_exit, report_or_reraise
-from vae_zoo.extras import check_launcher
+from vae_zoo.run.config import config_dir
+from vae_zoo.run.console import ConsoleLog, lightning_logs_through_root, quiet_known_noise
+from vae_zoo.run.continued_run import register_continued_run_from_argv
+from vae_zoo.support.extras import check_launcher
 
 
 def prepare_hydra_for_ddp_children(output_dir: Path) -> None:
@@ -42,13 +42,14 @@ def _main(cfg: DictConfig) -> float:
     """Returns ``cfg.optimized_metric`` (default ``val/elbo``) for sweepers such as Optuna."""
     # Imported here, not at the top: torch and Lightning take seconds to import, and
     # `--help` / `--cfg job` (answered by Hydra before this runs) need neither.
-    from vae_zoo.experiment import objective, train
+    from vae_zoo.blocks.stats import optimized_value
+    from vae_zoo.run.experiment import train
 
     lightning_logs_through_root()
     prepare_hydra_for_ddp_children(Path(cfg.paths.output_dir))  # read only if a DDP launcher starts more ranks
     with ConsoleLog() as console_log:  # <run>/train.log: the whole console, the last error included
         try:
-            return objective(train(cfg, console_log).metrics, cfg.optimized_metric)
+            return optimized_value(train(cfg, console_log).metrics, cfg.optimized_metric)
         except VaeZooError as error:
             report_or_reraise(error)
         except Preempted as stop:  # not a failure, but not finished: a non-zero status a scheduler requeues

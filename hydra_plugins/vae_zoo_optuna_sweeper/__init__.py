@@ -1,1 +1,1 @@
-"""vae_zoo's Optuna sweeper for Hydra (``hparams_search=optuna``); the work is in :mod:`vae_zoo.search`."""
+"""vae_zoo's Optuna sweeper for Hydra (``hparams_search=optuna``); the work is in :mod:`vae_zoo.run.search`."""

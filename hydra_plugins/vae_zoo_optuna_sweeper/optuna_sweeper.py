@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 
 class OptunaSweeper(Sweeper):
-    """Trials of one Optuna study in shared storage; see :mod:`vae_zoo.search`."""
+    """Trials of one Optuna study in shared storage; see :mod:`vae_zoo.run.search`."""
 
     def __init__(
         self,
@@ -51,9 +51,9 @@ class OptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: Sequence[str]) -> Any:
-        from vae_zoo.extras import require
+        from vae_zoo.support.extras import require
 
         require("optuna", "hparams_search=optuna", minimum="4")
-        from vae_zoo.search import OptunaSearch
+        from vae_zoo.run.search import OptunaSearch
 
         return OptunaSearch(**self.settings).run(self.launcher, self.config, arguments)

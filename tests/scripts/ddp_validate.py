@@ -12,8 +12,8 @@ from functools import partial
 import lightning as L
 import torch
 
+from vae_zoo.blocks.likelihoods import Bernoulli
 from vae_zoo.data import SpritesDataModule
-from vae_zoo.likelihoods import Bernoulli
 from vae_zoo.models import VAE
 from vae_zoo.nets import ConvDecoder, ConvEncoder
 

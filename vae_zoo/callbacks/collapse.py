@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from vae_zoo.stats import ACTIVE_UNIT_THRESHOLD, active_unit_mask
+from vae_zoo.blocks.stats import ACTIVE_UNIT_THRESHOLD, active_unit_mask
 
 log = logging.getLogger(__name__)
 

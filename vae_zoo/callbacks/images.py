@@ -21,8 +21,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
+from vae_zoo.blocks.stats import ACTIVE_UNIT_THRESHOLD
 from vae_zoo.callbacks.media import bar_chart, grid, log_image
-from vae_zoo.stats import ACTIVE_UNIT_THRESHOLD
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Inside each trial of ``hparams_search=optuna`` (:mod:`vae_zoo.search`): report the validation
+"""Inside each trial of ``hparams_search=optuna`` (:mod:`vae_zoo.run.search`): report the validation
 metric to the trial every epoch and stop the run when the study's pruner says so. Also the one
 place a study's storage is opened from its spec (a journal file path or an RDB URL)."""
 
@@ -106,10 +106,10 @@ class OptunaPruning(L.Callback):
             return
         prune, failure, value = False, None, float("nan")
         if trainer.is_global_zero:
-            from vae_zoo.experiment import objective  # the same check, and message, as the value a trial returns
+            from vae_zoo.blocks.stats import optimized_value  # the same check, and message, as a trial's value
 
             try:
-                value = objective(
+                value = optimized_value(
                     {name: float(metric) for name, metric in trainer.callback_metrics.items()}, self.monitor
                 )
                 if self.frozen_trial().state == TrialState.RUNNING:  # not the resumed run of a finished trial

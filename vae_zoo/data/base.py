@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader
 from vae_zoo.data.corruption import Corruption, check_corruption
 from vae_zoo.data.sampler import IndexBatchSampler, InOrderBatchSampler, TensorBatches
 from vae_zoo.errors import ConfigError
-from vae_zoo.lightning_internals import replaces_batch_sampler
+from vae_zoo.support.lightning_internals import replaces_batch_sampler
 
 Split = dict[str, Tensor]
 BINARIZE_MODES = (None, "static", "dynamic")

@@ -28,7 +28,7 @@ from torch import Tensor
 from vae_zoo.data.base import data_folder, try_download
 from vae_zoo.data.cached import CachedImagesDataModule, ImageList
 from vae_zoo.errors import ConfigError, DataError, DataNotFoundError
-from vae_zoo.extras import require
+from vae_zoo.support.extras import require
 
 NUM_ATTRIBUTES = 40
 PARTITION_TABLE, ATTRIBUTE_TABLE = "list_eval_partition", "list_attr_celeba"

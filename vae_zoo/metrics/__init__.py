@@ -2,6 +2,7 @@
 AUROC), our own code where it does not (each module says why). The evaluation report's metric
 objects are in :mod:`vae_zoo.metrics.suite`."""
 
+from vae_zoo.blocks.stats import ExampleMeans, bits_per_dim, variance_from_means
 from vae_zoo.metrics.active_units import ACTIVE_UNIT_THRESHOLD, active_units, posterior_mean_variance
 from vae_zoo.metrics.anomaly import OODDetectionScores, negative_elbo_scores, ood_detection_scores
 from vae_zoo.metrics.dci import DCIScores, dci
@@ -20,7 +21,6 @@ from vae_zoo.metrics.fid import (
     inception_v3_features,
 )
 from vae_zoo.metrics.likelihood import importance_sampled_log_likelihood, importance_sampled_log_likelihoods
-from vae_zoo.stats import ExampleMeans, bits_per_dim, variance_from_means
 
 __all__ = [
     "ACTIVE_UNIT_THRESHOLD",

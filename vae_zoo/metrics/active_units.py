@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor
 
+from vae_zoo.blocks.stats import ACTIVE_UNIT_THRESHOLD, ExampleMeans, variance_from_means
 from vae_zoo.models.base import ELBOModule
-from vae_zoo.stats import ACTIVE_UNIT_THRESHOLD, ExampleMeans, variance_from_means
 
 
 @torch.no_grad()

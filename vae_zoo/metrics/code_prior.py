@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from vae_zoo.blocks.stats import bits_per_dim
 from vae_zoo.metrics.suite import EvaluationContext, EvaluationMetric
-from vae_zoo.stats import bits_per_dim
 
 if TYPE_CHECKING:
     from vae_zoo.metrics.report import EvaluationReport

@@ -59,7 +59,7 @@ class FID(EvaluationMetric):
         self.unavailable = "evaluate.fid=false"
 
     def prepare(self, device: torch.device, channels: int | None) -> None:
-        from vae_zoo.instantiation import instantiate
+        from vae_zoo.support.instantiation import instantiate
 
         if not self.enabled:
             return
@@ -153,7 +153,8 @@ class OODDetection(EvaluationMetric):
         ).double()
 
     def compute(self, context: EvaluationContext, report: EvaluationReport) -> None:
-        from vae_zoo.instantiation import check_compatible, instantiate
+        from vae_zoo.models.data_fit import check_compatible
+        from vae_zoo.support.instantiation import instantiate
 
         model, batches = context.model, context.batches
         if self.data is not None and self.classes is not None:

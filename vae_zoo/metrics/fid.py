@@ -31,7 +31,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
 
 from vae_zoo.errors import VaeZooError
-from vae_zoo.extras import installed
+from vae_zoo.support.extras import installed
 
 #: The Inception-v3 weights torch-fidelity (and so torchmetrics) uses, converted from the
 #: TensorFlow graph of the original FID code; it downloads them into torch hub's cache.
@@ -283,7 +283,7 @@ def inception_v3_features(
     # with weights_only=True holds tensors and plain values only, so that read then runs nothing
     local = Path(weights_path) if weights_path is not None else cached
     if local.is_file():
-        from vae_zoo.checkpointing import load_checkpoint
+        from vae_zoo.support.checkpoint_files import load_checkpoint
 
         load_checkpoint(local)
     from torchmetrics.image.fid import NoTrainInceptionV3

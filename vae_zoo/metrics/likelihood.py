@@ -27,8 +27,8 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor
 
+from vae_zoo.blocks.stats import bits_per_dim
 from vae_zoo.models.base import ELBOModule
-from vae_zoo.stats import bits_per_dim
 
 __all__ = ["bits_per_dim", "importance_sampled_log_likelihood", "importance_sampled_log_likelihoods"]
 

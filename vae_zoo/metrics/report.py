@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("vae_zoo.evaluation")
+log = logging.getLogger("vae_zoo.evaluation.runner")
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Each :class:`EvaluationMetric` has one job. :meth:`~EvaluationMetric.skip_reason` says whether it
 applies to this model and data (None) or why not (one line in the report). :meth:`~EvaluationMetric.compute`
 adds its rows to the report, each with its unit and what it was measured on. ``evaluate``
-(:func:`vae_zoo.evaluation.evaluate`) only builds them from the config, loads the run and
+(:func:`vae_zoo.evaluation.runner.evaluate`) only builds them from the config, loads the run and
 collects the rows, so a metric of your own is one class and one config entry::
 
     python -m vae_zoo.evaluate ckpt_path=<run> '+metrics.mine={_target_: my_pkg.MyMetric}' trusted_targets=[my_pkg]
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from vae_zoo.blocks.stats import bits_per_dim
 from vae_zoo.data.splits import SplitBatches, target_of
 from vae_zoo.metrics.active_units import ACTIVE_UNIT_THRESHOLD, active_units
 from vae_zoo.metrics.dci import dci
@@ -32,7 +33,6 @@ from vae_zoo.metrics.disentanglement import (
     mutual_information_gap,
 )
 from vae_zoo.metrics.likelihood import importance_sampled_log_likelihoods
-from vae_zoo.stats import bits_per_dim
 
 if TYPE_CHECKING:
     from vae_zoo.data.base import InMemoryDataModule
@@ -257,7 +257,7 @@ class Disentanglement(EvaluationMetric):
         return None
 
     def compute(self, context: EvaluationContext, report: EvaluationReport) -> None:
-        from vae_zoo.instantiation import instantiate
+        from vae_zoo.support.instantiation import instantiate
 
         log.info("Disentanglement (MIG, FactorVAE, DCI).")
         codes, factors = latent_codes_and_factors(context.model, context.batches())

@@ -21,7 +21,7 @@ Contract:
 * What a model can do is declared once, in :attr:`ELBOModule.capabilities`
   (:class:`Capabilities`); callbacks, evaluation and the experiment ask that, never ``hasattr``.
 * The KL weighting (β, warm-up, cyclical, free bits, capacity) is one
-  :class:`~vae_zoo.schedules.KLSchedule`; a form the objective cannot honour is refused.
+  :class:`~vae_zoo.blocks.schedules.KLSchedule`; a form the objective cannot honour is refused.
 
 How it trains (steps, logging, clipping, the NaN watch, optimizers, checkpoint state) is
 :class:`~vae_zoo.models.training.LightningTraining`, which this class inherits.
@@ -36,13 +36,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vae_zoo.blocks.likelihoods import DiagonalGaussian, Likelihood
+from vae_zoo.blocks.schedules import KLSchedule
+from vae_zoo.blocks.stats import LOG_2PI, repeat_batch, standard_normal_log_prob
 from vae_zoo.errors import ConfigError
-from vae_zoo.likelihoods import DiagonalGaussian, Likelihood
 from vae_zoo.models.terms import Capabilities, ELBOTerms, ImportanceSamples
 from vae_zoo.models.training import LightningTraining, OptimizerFactory, SchedulerFactory
 from vae_zoo.nets import nets_must_fit
-from vae_zoo.schedules import KLSchedule
-from vae_zoo.stats import LOG_2PI, repeat_batch, standard_normal_log_prob
 
 
 class ELBOModule(LightningTraining):
@@ -52,7 +52,7 @@ class ELBOModule(LightningTraining):
         encoder: factory ``encoder(in_channels=, image_size=, out_features=)``; the module asks
             for ``2 * latent_dim`` outputs (mean and log-variance).
         decoder: factory ``decoder(in_features=, out_channels=, image_size=)``.
-        likelihood: the observation model p(x|z) (:mod:`vae_zoo.likelihoods`).
+        likelihood: the observation model p(x|z) (:mod:`vae_zoo.blocks.likelihoods`).
         latent_dim: size of z.
         image_channels, image_size: shape of the (square) images this model takes.
         optimizer: factory ``optimizer(params)`` (a ``_partial_`` config).
@@ -68,7 +68,7 @@ class ELBOModule(LightningTraining):
     beta: float = 1.0
     #: what this model can do; a variant that differs declares its own.
     capabilities: Capabilities = Capabilities()
-    #: the run this model was read from (:func:`vae_zoo.run_config.load_frozen_model`), else None
+    #: the run this model was read from (:func:`vae_zoo.run.run_config.load_frozen_model`), else None
     loaded_from: Any = None
     #: the run of a frozen first stage this model builds on (a second stage), else None; the
     #: run folder names it in ``parent.json``

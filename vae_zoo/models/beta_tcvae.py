@@ -6,10 +6,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from vae_zoo.blocks.likelihoods import DiagonalGaussian
+from vae_zoo.blocks.stats import LOG_2PI, standard_normal_log_prob
 from vae_zoo.errors import ConfigError, check_non_negative
-from vae_zoo.likelihoods import DiagonalGaussian
 from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms
-from vae_zoo.stats import LOG_2PI, standard_normal_log_prob
 
 
 class BetaTCVAE(ELBOModule):

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vae_zoo.blocks.likelihoods import DiagonalGaussian
 from vae_zoo.errors import ConfigError
-from vae_zoo.likelihoods import DiagonalGaussian
 from vae_zoo.models.base import Capabilities, ELBOModule
 
 

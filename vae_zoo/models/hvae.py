@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vae_zoo.blocks.likelihoods import DiagonalGaussian
+from vae_zoo.blocks.stats import repeat_batch
 from vae_zoo.errors import ConfigError
-from vae_zoo.likelihoods import DiagonalGaussian
 from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms, ImportanceSamples
-from vae_zoo.stats import repeat_batch
 
 NORMS = ("batch", "weight", "none")
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from vae_zoo.likelihoods import DiagonalGaussian
-from vae_zoo.schedules import KL_SCHEDULE_FORMS
+from vae_zoo.blocks.likelihoods import DiagonalGaussian
+from vae_zoo.blocks.schedules import KL_SCHEDULE_FORMS
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Capabilities:
             frozen first stage (:class:`~vae_zoo.models.LearnedPriorVQVAE`), not N(0, I) or uniform.
         manual_optimization: the model steps its own optimizers (e.g. FactorVAE's
             discriminator); the experiment then hands it the trainer's gradient clipping.
-        kl_schedules: the forms of ``model.kl_schedule`` (:data:`~vae_zoo.schedules.KL_SCHEDULE_FORMS`)
+        kl_schedules: the forms of ``model.kl_schedule`` (:data:`~vae_zoo.blocks.schedules.KL_SCHEDULE_FORMS`)
             the objective honours; a model given another is refused at build, so that no schedule
             is logged that the loss did not use (IWAE's bound and the VQ-VAEs' objectives have no
             KL weight: none; β-TCVAE's decomposition: warm-up and cyclical only).

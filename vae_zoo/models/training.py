@@ -2,7 +2,7 @@
 inherits, so that ``models/base.py`` shows only the maths.
 
 * The steps: ``training_step`` minimises ``batch_terms(batch).loss``; validation and test add
-  each batch to exact per-example means (:class:`~vae_zoo.stats.ExampleMeans`, reduced across DDP
+  each batch to exact per-example means (:class:`~vae_zoo.blocks.stats.ExampleMeans`, reduced across DDP
   ranks once at epoch end) and log ``<stage>/loss|elbo|recon|kl|bits_per_dim``,
   ``<stage>/kl_dim/<i>`` and ``<stage>/active_units`` (and per layer for hierarchies).
 * Stable log keys: ``train/loss``, ``train/elbo``, ``train/recon``, ``train/kl``, with
@@ -32,10 +32,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
-from vae_zoo.errors import ConfigError, NonFiniteLossError
-from vae_zoo.lightning_internals import logs_reach_a_logger
-from vae_zoo.models.terms import ELBOTerms
-from vae_zoo.stats import (
+from vae_zoo.blocks.stats import (
     ACTIVE_UNITS,
     BITS_PER_DIM,
     ELBO_TERMS,
@@ -45,6 +42,9 @@ from vae_zoo.stats import (
     bits_per_dim,
     metric_key,
 )
+from vae_zoo.errors import ConfigError, NonFiniteLossError
+from vae_zoo.models.terms import ELBOTerms
+from vae_zoo.support.lightning_internals import logs_reach_a_logger
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -229,7 +229,7 @@ class LightningTraining(L.LightningModule):
         is ever written (measured: 13 % of an MLP step for the six per-step values); on the other
         steps nothing it would record is ever read, so skipping it changes no logged row.
         Outside a trainer every step logs; a Lightning without the private this reads is an error
-        (:mod:`vae_zoo.lightning_internals`)."""
+        (:mod:`vae_zoo.support.lightning_internals`)."""
         try:
             trainer = self.trainer
         except RuntimeError:  # not attached to a trainer (a step called by hand)

@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vae_zoo.blocks.quantizers import VectorQuantizer
 from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms
 from vae_zoo.nets import nets_must_fit
-from vae_zoo.quantizers import VectorQuantizer
 
 
 class VQVAE(ELBOModule):
@@ -23,7 +23,7 @@ class VQVAE(ELBOModule):
     ELBO is −(recon + h·w·log K) nats per example: comparable with the Gaussian variants'.
 
     Args:
-        quantizer: the :class:`~vae_zoo.quantizers.VectorQuantizer` (its ``code_dim`` is the
+        quantizer: the :class:`~vae_zoo.blocks.quantizers.VectorQuantizer` (its ``code_dim`` is the
             size of each latent vector).
         commitment_cost: β, the weight of the commitment loss.
         **kwargs: see :class:`~vae_zoo.models.base.ELBOModule`; ``encoder``/``decoder`` are

@@ -1,53 +1,18 @@
-"""Building objects from configs: Hydra's ``instantiate`` with vae_zoo's one-line errors, and
-the check that a model fits the data it is given. Used by training, evaluation and the run
-loader alike (none of them imports another for it)."""
+"""Building objects from configs: Hydra's ``instantiate`` with vae_zoo's one-line errors naming
+the file and key. Used by training, evaluation, the metrics and the run loader alike."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from vae_zoo.errors import ConfigError, VaeZooError
-
-if TYPE_CHECKING:
-    from vae_zoo.data.base import InMemoryDataModule
-    from vae_zoo.models.base import ELBOModule
-
-
-def check_compatible(datamodule: InMemoryDataModule, model: ELBOModule) -> None:
-    """The model must be built for the images the data serves, and a conditional model (its
-    capabilities say so) for the condition the data provides."""
-    if tuple(datamodule.image_shape) != tuple(model.image_shape):
-        c, s, _ = datamodule.image_shape
-        raise ConfigError(
-            f"The data serves {c}x{s}x{s} images (channels x height x width) but the model was "
-            f"built for {'x'.join(map(str, model.image_shape))}. Leave model.image_channels and "
-            f"model.image_size at their defaults (${{data.channels}}, ${{data.image_size}}) or "
-            f"set data.image_size / data.channels to match."
-        )
-    if not model.capabilities.conditional:
-        return
-    label_key = model.label_key
-    data_name = type(datamodule).__name__
-    if datamodule.num_classes is None:
-        raise ConfigError(
-            f"{type(model).__name__} is conditional, but {data_name} has no labels. Use data with "
-            "labels (mnist, fashion_mnist, cifar10, celeba, dsprites, sprites, or a folder with one "
-            "subfolder per class and data.num_classes set) or an unconditional model."
-        )
-    wanted = (label_key, model.encoding, model.num_classes)
-    offered = (datamodule.condition_key, datamodule.condition_encoding, datamodule.num_classes)
-    if wanted != offered:
-        raise ConfigError(
-            f"{type(model).__name__} reads batch['{wanted[0]}'] as {wanted[1]} of size {wanted[2]}, but "
-            f"{data_name} provides '{offered[0]}' as {offered[1]} of size {offered[2]}. Set "
-            f"model.label_key={offered[0]} model.encoding={offered[1]} model.num_classes={offered[2]}."
-        )
 
 
 def instantiate(node: Any, origin: str | None = None, **kwargs: Any) -> Any:
@@ -90,3 +55,18 @@ def config_origin(cfg: DictConfig) -> str:
     if folder:
         return f"{Path(folder) / 'config.yaml'} (with the command line)"
     return "The config (conf/ with the command line)"
+
+
+def iter_targets(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """(config key, target) for every ``_target_`` in ``node``, at any depth."""
+    if isinstance(node, (DictConfig, dict)):
+        items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else node.items()
+        for key, value in items:
+            where = f"{path}.{key}" if path else str(key)
+            if key == "_target_":
+                yield path or "<root>", str(value)
+            else:
+                yield from iter_targets(value, where)
+    elif isinstance(node, (ListConfig, list, tuple)):
+        for index, value in enumerate(node):
+            yield from iter_targets(value, f"{path}[{index}]")

@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from vae_zoo.errors import ConfigError, UntrustedFileError
-from vae_zoo.trust import plain_config_problems, read_config_file
+from vae_zoo.run.trust import plain_config_problems, read_config_file
 
 #: Config group (a Hydra ConfigStore entry) under which a continued run's config.yaml is composed.
 CONTINUED_RUN_GROUP = "continued_run"
@@ -96,7 +96,7 @@ def register_continued_run_from_argv(args: list[str], groups: set[str]) -> Path 
 def run_choices(folder: Path) -> dict[str, str]:
     """The config group options a run folder was made with (``model: beta_vae``, ``debug: null``), from the
     record of the Hydra job that made it (``.hydra/hydra.yaml``); empty when there is none (a run
-    made from Python). A continued run keeps this record (:func:`vae_zoo.run_folder.write_run_record`)."""
+    made from Python). A continued run keeps this record (:func:`vae_zoo.run.run_folder.write_run_record`)."""
     record = folder / ".hydra" / "hydra.yaml"
     if not record.is_file():
         return {}

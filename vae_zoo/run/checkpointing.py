@@ -1,10 +1,7 @@
 """Nothing a user made is lost, and nothing a user loads runs code: checkpoint files.
 
-* :func:`load_checkpoint` is the one way vae_zoo reads a checkpoint: ``torch.load`` with
-  ``weights_only=True``, which rebuilds tensors and plain Python values only and refuses any
-  other object, so a ``.ckpt`` whose pickle would call ``os.system`` is refused, not run. Our
-  own checkpoints hold nothing else (the random states are stored as tensors and numbers for
-  this reason), so no extra safe globals are registered.
+* Reading is :func:`vae_zoo.support.checkpoint_files.load_checkpoint` (``weights_only=True``),
+  the one way vae_zoo reads a checkpoint.
 * :class:`AtomicCheckpointIO` (the trainer's checkpoint plugin) writes a checkpoint to a
   temporary file in the same folder, flushes it to disk, then renames it over the target
   (``os.replace`` is atomic on POSIX), so a process killed while saving leaves the previous
@@ -22,17 +19,14 @@
   ``last.ckpt`` only when a top-k checkpoint is saved and writes ``last-v1.ckpt`` beside a
   ``last.ckpt`` it did not write itself.
 * What a checkpoint must be before it is used (well-formed fields, finite weights, tensors that
-  fit the model) is :mod:`vae_zoo.checkpoint_checks`.
+  fit the model) is checked there too.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import random
-import re
 import signal
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -45,61 +39,12 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from vae_zoo.checkpoint_checks import malformed_fields, non_finite_tensor
-from vae_zoo.errors import CheckpointError, UntrustedFileError
-from vae_zoo.run_folder import atomic_write
+from vae_zoo.errors import CheckpointError
+from vae_zoo.run.run_folder import atomic_write
+from vae_zoo.support.checkpoint_files import load_checkpoint, non_finite_tensor
 
 #: The name of the newest checkpoint of a run, in ``<run>/checkpoints/``.
 LAST = "last.ckpt"
-
-
-# --------------------------------------------------------------------------------- reading
-def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
-    """Read a checkpoint without running code from it (``weights_only=True``), on the CPU.
-
-    Args:
-        path: the ``.ckpt`` file.
-        mmap: map the tensors' storage instead of reading it (cheap when only a few small
-            entries are needed, e.g. the W&B run id).
-
-    Raises:
-        UntrustedFileError: the file holds objects other than tensors and plain values (loading
-            it the unsafe way would run code from it); the message names the object.
-        CheckpointError: the file is empty, truncated or not a checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"{path} is not a checkpoint file ({'a directory' if path.is_dir() else 'not a regular file'}). "
-            "Use a checkpoint of the run (checkpoints/last.ckpt or best-*.ckpt)."
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as error:
-        found = re.search(r"(?:unsupported )?GLOBAL ([\w.]+)", str(error))
-        what = f"it asks for {found.group(1)}" if found else str(error).splitlines()[0]
-        raise UntrustedFileError(
-            f"{path} was not loaded: it holds objects other than tensors and plain values ({what}), and loading it "
-            "would run code from the file. vae_zoo checkpoints never need that; use a checkpoint written by "
-            "python -m vae_zoo.train, or one you have re-saved as a plain state_dict yourself."
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint (empty, truncated or not written by torch.save: {detail}). "
-            "Use another checkpoint of the run (checkpoints/last.ckpt or best-*.ckpt)."
-        ) from None
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(
-            f"{path} holds a {type(checkpoint).__name__}, not a checkpoint (a dict with a state_dict)."
-        )
-    malformed = malformed_fields(checkpoint)
-    if malformed:
-        raise CheckpointError(
-            f"{path} is not a checkpoint vae_zoo can use: {'; '.join(malformed)}. Training writes these fields "
-            "itself, so the file was edited or comes from elsewhere; use another checkpoint of the run."
-        )
-    return checkpoint
 
 
 # --------------------------------------------------------------------------------- writing
@@ -295,7 +240,7 @@ class LastCheckpoint(Checkpoint):
     ends (also mid-epoch, at ``max_steps``), and when the job is told to stop: SIGTERM (which
     Lightning turns into a ``SIGTERMException`` at the end of the running batch) or SIGUSR1
     (what SLURM sends before a time limit; handled here, as a SIGTERM, unless Lightning's SLURM
-    auto-requeue already handles it). After a stop, :attr:`stopped_by` names the signal, and :func:`vae_zoo.experiment.train`
+    auto-requeue already handles it). After a stop, :attr:`stopped_by` names the signal, and :func:`vae_zoo.run.experiment.train`
     raises :class:`~vae_zoo.errors.Preempted`, so the process exits non-zero.
 
     A subclass of Lightning's ``Checkpoint``: the trainer runs checkpoint callbacks after the

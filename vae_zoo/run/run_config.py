@@ -14,7 +14,7 @@ The composed config is therefore *the trained config, then the command's own set
 the command line*: ``data.root=/elsewhere`` changes where the trained data is read from, a typo
 (``data.rot=...``) is refused by Hydra as for training, and ``--cfg job`` prints what is used.
 A run folder whose ``config.yaml`` is not the plain file training writes is refused
-(:func:`vae_zoo.trust.plain_config_problems`). :func:`load_run` then builds a trained run's data
+(:func:`vae_zoo.run.trust.plain_config_problems`). :func:`load_run` then builds a trained run's data
 and model and loads its weights, for ``evaluate`` and ``sample``. Nothing here imports torch or
 Lightning at import time, so a command's ``--help`` and ``--cfg job`` stay fast.
 """
@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from vae_zoo.config import compose_config
 from vae_zoo.errors import CheckpointError, ConfigError, UntrustedFileError, VaeZooError, report_and_exit
-from vae_zoo.trust import check_trusted_targets, plain_config_problems, read_config_file
+from vae_zoo.run.config import compose_config
+from vae_zoo.run.trust import check_trusted_targets, plain_config_problems, read_config_file
 
 if TYPE_CHECKING:
     import torch
@@ -124,7 +124,7 @@ def register_run_config(run: TrainedRun) -> None:
 
 def check_run_folder_is_plain(run: TrainedRun, node: DictConfig) -> None:
     """Refuse a run folder whose ``config.yaml`` is not the plain file training writes
-    (:func:`vae_zoo.trust.plain_config_problems`), or with symbolic links where evaluate and
+    (:func:`vae_zoo.run.trust.plain_config_problems`), or with symbolic links where evaluate and
     sample write.
 
     Raises:
@@ -237,8 +237,8 @@ def load_run(cfg: DictConfig, device: torch.device) -> LoadedRun:
     weights (strictly: every tensor must fit).
 
     Nothing in the run's files can run code: the config's targets are checked against the
-    trusted set first (:mod:`vae_zoo.trust`), and the checkpoint is read with
-    ``weights_only=True`` (:func:`vae_zoo.checkpointing.load_checkpoint`).
+    trusted set first (:mod:`vae_zoo.run.trust`), and the checkpoint is read with
+    ``weights_only=True`` (:func:`vae_zoo.support.checkpoint_files.load_checkpoint`).
 
     Raises:
         UntrustedFileError: the config names an untrusted target, or the checkpoint holds
@@ -248,7 +248,8 @@ def load_run(cfg: DictConfig, device: torch.device) -> LoadedRun:
             of ``model.latent_dim``).
     """
     # torch and Lightning only now: this module serves --help too
-    from vae_zoo.instantiation import check_compatible, config_origin, instantiate
+    from vae_zoo.models.data_fit import check_compatible
+    from vae_zoo.support.instantiation import config_origin, instantiate
 
     run = check_run_config(cfg)
     origin = config_origin(cfg)  # the run's config.yaml (cfg.run_dir), with the command line
@@ -264,8 +265,7 @@ def load_run(cfg: DictConfig, device: torch.device) -> LoadedRun:
 def load_weights(model: ELBOModule, run: TrainedRun) -> None:
     """Load ``run.checkpoint`` into ``model`` strictly (read with ``weights_only=True``) and note
     where it came from in ``model.loaded_from``."""
-    from vae_zoo.checkpoint_checks import non_finite_weight
-    from vae_zoo.checkpointing import load_checkpoint
+    from vae_zoo.support.checkpoint_files import load_checkpoint, non_finite_weight
 
     checkpoint = load_checkpoint(run.checkpoint)
     bad = non_finite_weight(checkpoint)
@@ -305,7 +305,7 @@ def load_frozen_model(path: str | None, trusted_targets: Sequence[str] = ()) -> 
         UntrustedFileError: the run's config names an untrusted target, or ``trusted_targets``
             is not a list of target names.
     """
-    from vae_zoo.instantiation import instantiate
+    from vae_zoo.support.instantiation import instantiate
 
     if path is None or str(path) in ("", "???"):
         raise ConfigError(

@@ -65,7 +65,7 @@ def require(extra: str, what: str, minimum: str | None = None) -> None:
 
 def check_targets(node: object, where: str) -> None:
     """Require the extra of every ``_target_`` in ``node`` (a config or plain container) that needs one."""
-    from vae_zoo.trust import iter_targets
+    from vae_zoo.support.instantiation import iter_targets
 
     for _, target in iter_targets(node):
         if target in TARGET_EXTRAS:

@@ -13,7 +13,7 @@ anything is instantiated, :func:`check_trusted_targets` walks the whole composed
 2. it resolves to a class, or to a module-level function or classmethod of the modules listed
    for functions (not a module, not a method such as ``Trainer.save_checkpoint``);
 3. the object is *defined* in a trusted module (``obj.__module__``), so a trusted module's
-   re-export of something else (``vae_zoo.experiment.torch.load`` resolves to ``torch.load``,
+   re-export of something else (``vae_zoo.run.experiment.torch.load`` resolves to ``torch.load``,
    defined in ``torch.serialization``) is refused.
 
 Trusted by default: the classes of vae_zoo and of the parts of the libraries its configs build
@@ -43,6 +43,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vae_zoo.errors import UntrustedFileError
+from vae_zoo.support.instantiation import iter_targets
 
 #: Modules (and their submodules) whose classes and functions a run's config may name.
 TRUSTED_MODULES: tuple[str, ...] = (
@@ -50,14 +51,14 @@ TRUSTED_MODULES: tuple[str, ...] = (
     # trust and the entry points), whose objects load, compose or write runs
     "vae_zoo.models",
     "vae_zoo.nets",
-    "vae_zoo.likelihoods",
-    "vae_zoo.schedules",
-    "vae_zoo.quantizers",
+    "vae_zoo.blocks.likelihoods",
+    "vae_zoo.blocks.schedules",
+    "vae_zoo.blocks.quantizers",
     "vae_zoo.data",
     "vae_zoo.callbacks",
     "vae_zoo.metrics",
-    "vae_zoo.loggers",
-    "vae_zoo.checkpointing",
+    "vae_zoo.run.loggers",
+    "vae_zoo.run.checkpointing",
     "torch.optim",
     "torch.nn.modules",
     "lightning.pytorch.trainer",
@@ -76,37 +77,22 @@ TRUSTED_MODULES: tuple[str, ...] = (
 )
 #: Modules whose module-level functions and classmethods a run's config may name.
 TRUSTED_FUNCTION_MODULES: tuple[str, ...] = (
-    "vae_zoo.loggers",
+    "vae_zoo.run.loggers",
     "vae_zoo.metrics",
     "vae_zoo.nets",
-    "vae_zoo.likelihoods",
-    "vae_zoo.schedules",
+    "vae_zoo.blocks.likelihoods",
+    "vae_zoo.blocks.schedules",
 )
 
 
 #: Single functions outside those modules that a run's config may name, each with the argument
 #: through which it grants trust: the run loader that builds a second stage's frozen first stage,
 #: which applies these same checks to that run's config with the targets it is given.
-TRUSTED_FUNCTIONS: dict[str, str] = {"vae_zoo.run_config.load_frozen_model": "trusted_targets"}
+TRUSTED_FUNCTIONS: dict[str, str] = {"vae_zoo.run.run_config.load_frozen_model": "trusted_targets"}
 
 
 def _within(name: str, prefixes: Sequence[str]) -> bool:
     return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
-
-
-def iter_targets(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
-    """(config key, target) for every ``_target_`` in ``node``, at any depth."""
-    if isinstance(node, (DictConfig, dict)):
-        items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else node.items()
-        for key, value in items:
-            where = f"{path}.{key}" if path else str(key)
-            if key == "_target_":
-                yield path or "<root>", str(value)
-            else:
-                yield from iter_targets(value, where)
-    elif isinstance(node, (ListConfig, list, tuple)):
-        for index, value in enumerate(node):
-            yield from iter_targets(value, f"{path}[{index}]")
 
 
 def why_untrusted(target: str, trusted: Sequence[str]) -> str | None:
@@ -233,6 +219,46 @@ def _interpolations(node: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
         yield prefix[:-1], str(node._value())
 
 
+#: Modules that moved when the package was laid out by layer (issue 26): a run folder made
+#: before names its targets under the old paths, e.g. ``vae_zoo.likelihoods.Bernoulli``.
+MOVED_MODULES: dict[str, str] = {
+    **{f"vae_zoo.{name}": f"vae_zoo.blocks.{name}" for name in ("likelihoods", "quantizers", "schedules", "stats")},
+    **{
+        f"vae_zoo.{name}": f"vae_zoo.run.{name}"
+        for name in (
+            "config", "experiment", "run_config", "continued_run", "run_folder", "checkpointing",
+            "trust", "loggers", "console", "cpu", "search",
+        )
+    },
+    **{f"vae_zoo.{name}": f"vae_zoo.support.{name}" for name in ("extras", "lightning_internals", "instantiation")},
+    "vae_zoo.evaluation": "vae_zoo.evaluation.runner",
+}  # fmt: skip
+
+
+def upgrade_moved_targets(node: Any) -> list[str]:
+    """Rewrite, in place, every ``_target_`` of ``node`` that names a module under its path before
+    :data:`MOVED_MODULES`; returns the keys changed. Only the module part changes, so the trust
+    check that follows judges the same object it always would."""
+    changed = []
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            value = node._get_node(key)
+            if key == "_target_" and not OmegaConf.is_interpolation(node, key) and isinstance(value._value(), str):
+                target = value._value()
+                module = next((old for old in MOVED_MODULES if target.startswith(old + ".")), None)
+                if module is not None and not target.startswith(MOVED_MODULES[module] + "."):
+                    node[key] = MOVED_MODULES[module] + target[len(module) :]
+                    changed.append(key)
+            elif isinstance(value, (DictConfig, ListConfig)):
+                changed += [f"{key}.{inner}" for inner in upgrade_moved_targets(value)]
+    elif isinstance(node, ListConfig):
+        for index in range(len(node)):
+            value = node._get_node(index)
+            if isinstance(value, (DictConfig, ListConfig)):
+                changed += [f"{index}.{inner}" for inner in upgrade_moved_targets(value)]
+    return changed
+
+
 def read_config_file(path: Path) -> DictConfig:
     """A run folder's ``config.yaml`` as a config mapping, read as plain YAML.
 
@@ -256,4 +282,5 @@ def read_config_file(path: Path) -> DictConfig:
         ) from None
     if not isinstance(node, DictConfig):
         raise UntrustedFileError(f"Not using {path}: it is not a config mapping (a vae_zoo run's config.yaml is).")
+    upgrade_moved_targets(node)  # a run made before the package was laid out by layer
     return node

@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from vae_zoo.errors import ConfigError
+
 #: log(2 pi), for Gaussian log densities.
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -25,7 +27,7 @@ LOG_2PI = math.log(2.0 * math.pi)
 ACTIVE_UNIT_THRESHOLD = 0.01
 
 # The names every model logs, ``<stage>/<name>`` for stage train, val and test (nats per example,
-# bits/dim, a count). The base logs under these names and the W&B dashboard (vae_zoo/dashboard.py)
+# bits/dim, a count). The base logs under these names and the W&B dashboard (vae_zoo/evaluation/dashboard.py)
 # builds its panels from them, so a renamed metric renames its panel.
 #: The ELBO's terms: the training objective, the ELBO, -E_q[log p(x|z)] and KL(q(z|x) || p(z)).
 ELBO_TERMS = ("loss", "elbo", "recon", "kl")
@@ -116,3 +118,13 @@ def active_unit_mask(means: Mapping[str, Tensor]) -> Tensor:
     (Burda et al. 2016), from a model's epoch means (``latent_mean``, ``latent_mean_sq``, ``count``)."""
     variance = variance_from_means(means["latent_mean"], means["latent_mean_sq"], means["count"])
     return variance > ACTIVE_UNIT_THRESHOLD
+
+
+def optimized_value(metrics: dict[str, float], name: str) -> float:
+    """The value a sweeper optimises (``optimized_metric``, e.g. ``val/elbo``) among a run's
+    logged ``metrics``; a name that was never logged is a config error."""
+    if name not in metrics:
+        raise ConfigError(
+            f"optimized_metric={name} was not logged by this run. Logged metrics: {', '.join(sorted(metrics))}."
+        )
+    return metrics[name]

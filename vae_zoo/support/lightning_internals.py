@@ -35,7 +35,7 @@ def private(obj: Any, path: str) -> Any:
         except AttributeError as error:
             raise LightningInternalsChanged(
                 f"Lightning {lightning.__version__} has no Trainer.{path} (missing: {name!r}), which vae_zoo reads "
-                f"because no public API gives it (vae_zoo/lightning_internals.py). vae_zoo is tested with "
+                f"because no public API gives it (vae_zoo/support/lightning_internals.py). vae_zoo is tested with "
                 f"lightning{TESTED_LIGHTNING}: install such a release (pip install 'lightning{TESTED_LIGHTNING}')."
             ) from error
     return value

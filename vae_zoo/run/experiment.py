@@ -22,20 +22,21 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vae_zoo.checkpoint_checks import check_checkpoint_fits
-from vae_zoo.checkpointing import LAST, LastCheckpoint, load_checkpoint, remove_stale_temporaries
-from vae_zoo.config import check_run_settings, flatten_config
-from vae_zoo.console import ConsoleLog, quiet_known_noise
-from vae_zoo.continued_run import keep_only_what_the_run_had, resume_wandb_run
-from vae_zoo.cpu import use_cpu_settings
 from vae_zoo.data.base import InMemoryDataModule
 from vae_zoo.errors import ConfigError, Preempted
-from vae_zoo.extras import check_targets
-from vae_zoo.instantiation import check_compatible, config_origin, instantiate, instantiate_all
-from vae_zoo.loggers import CSVLogger as HistoryCSVLogger
 from vae_zoo.models.base import ELBOModule
-from vae_zoo.run_folder import RunFolderLock, check_fresh_or_resumed, existing_run, write_run_record
-from vae_zoo.trust import check_trusted_targets
+from vae_zoo.models.data_fit import check_compatible
+from vae_zoo.run.checkpointing import LAST, LastCheckpoint, remove_stale_temporaries
+from vae_zoo.run.config import check_run_settings, flatten_config
+from vae_zoo.run.console import ConsoleLog, quiet_known_noise
+from vae_zoo.run.continued_run import keep_only_what_the_run_had, resume_wandb_run
+from vae_zoo.run.cpu import use_cpu_settings
+from vae_zoo.run.loggers import CSVLogger as HistoryCSVLogger
+from vae_zoo.run.run_folder import RunFolderLock, check_fresh_or_resumed, existing_run, write_run_record
+from vae_zoo.run.trust import check_trusted_targets
+from vae_zoo.support.checkpoint_files import check_checkpoint_fits, load_checkpoint
+from vae_zoo.support.extras import check_targets
+from vae_zoo.support.instantiation import config_origin, instantiate, instantiate_all
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ def train(cfg: DictConfig, console_log: ConsoleLog | None = None) -> TrainResult
             it can be known then.
         Preempted: the job was told to stop (SIGTERM/SIGUSR1) and saved ``last.ckpt``.
 
-    The console of rank 0 is copied into ``<run>/train.log`` (:class:`vae_zoo.console.ConsoleLog`;
+    The console of rank 0 is copied into ``<run>/train.log`` (:class:`vae_zoo.run.console.ConsoleLog`;
     pass the entry point's own to also keep what it prints after this returns).
     """
     quiet_known_noise()  # as the CLI does: a run started from Python (a notebook) prints the same lines
@@ -323,15 +324,6 @@ def finish_wandb_runs(trainer: L.Trainer) -> None:
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger) and logger._experiment is not None:  # never start a run only to end it
             logger.experiment.finish()
-
-
-def objective(metrics: dict[str, float], name: str) -> float:
-    """The value a sweeper optimises; a name that was never logged is a config error."""
-    if name not in metrics:
-        raise ConfigError(
-            f"optimized_metric={name} was not logged by this run. Logged metrics: {', '.join(sorted(metrics))}."
-        )
-    return metrics[name]
 
 
 def log_viewing_commands(experiment: Experiment) -> dict[str, str]:

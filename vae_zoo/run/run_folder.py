@@ -169,7 +169,7 @@ def write_run_record(cfg: DictConfig, resolved: dict[str, Any], folder: Path, pa
     """Write ``config.yaml`` (``resolved``, the fully resolved config) atomically, and, inside a
     Hydra run, Hydra's record of the job in ``.hydra/`` as Hydra itself would write it. A second
     stage's run also gets ``parent.json``: the run folder and checkpoint of its first stage
-    (``parent``, a :class:`vae_zoo.run_config.TrainedRun`)."""
+    (``parent``, a :class:`vae_zoo.run.run_config.TrainedRun`)."""
     atomic_write(folder / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(OmegaConf.create(resolved)).encode()))
     if parent is not None:
         record = {"run_dir": str(parent.run_dir), "checkpoint": str(parent.checkpoint)}
@@ -183,7 +183,7 @@ def write_run_record(cfg: DictConfig, resolved: dict[str, Any], folder: Path, pa
     if cfg.get("continued_run") and (record / "hydra.yaml").is_file():
         # the config groups the run was made with, not this command's defaults: what a later
         # continuation repeating the run's first command is compared with (continued_run.run_choices)
-        from vae_zoo.continued_run import run_choices
+        from vae_zoo.run.continued_run import run_choices
 
         hydra_cfg = OmegaConf.create(OmegaConf.to_container(hydra_cfg, resolve=False))
         for group, option in run_choices(folder).items():

@@ -18,7 +18,7 @@ def config_dir() -> Path:
     In a source checkout it is the top-level ``conf/``; in an installed wheel the same files
     are shipped as ``vae_zoo/conf`` (see ``[tool.hatch.build.targets.wheel.force-include]``).
     """
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # vae_zoo/, above vae_zoo/run/
     for candidate in (package / "conf", package.parent / "conf"):
         if (candidate / "train.yaml").is_file():
             return candidate

@@ -1,16 +1,24 @@
-"""What a checkpoint must be before it is used, checked without running anything from it.
+"""Reading a checkpoint file without running anything from it, and what it must be before it is used.
 
+* :func:`load_checkpoint` is the one way vae_zoo reads a checkpoint: ``torch.load`` with
+  ``weights_only=True``, which rebuilds tensors and plain Python values only and refuses any
+  other object, so a ``.ckpt`` whose pickle would call ``os.system`` is refused, not run. Our
+  own checkpoints hold nothing else (the random states are stored as tensors and numbers for
+  this reason), so no extra safe globals are registered.
 * :func:`malformed_fields`: the fields Lightning and vae_zoo write have their own forms (a
   mapping of tensors as ``state_dict``, a list of optimizer states, whole-number steps); a file
   edited by hand or written elsewhere is named field by field, not met as a traceback later.
 * :func:`non_finite_tensor` / :func:`non_finite_weight`: NaN or infinite weights, which are
-  never written (:class:`vae_zoo.checkpointing.AtomicCheckpointIO`) and never evaluated.
+  never written (:class:`vae_zoo.run.checkpointing.AtomicCheckpointIO`) and never evaluated.
 * :func:`check_checkpoint_fits` compares a checkpoint with the model a config builds before a
   resume writes anything, and names the tensors and settings that differ.
 """
 
 from __future__ import annotations
 
+import pickle
+import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +26,55 @@ from typing import Any
 import torch
 from torch import nn
 
-from vae_zoo.errors import CheckpointError
+from vae_zoo.errors import CheckpointError, UntrustedFileError
+
+
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Read a checkpoint without running code from it (``weights_only=True``), on the CPU.
+
+    Args:
+        path: the ``.ckpt`` file.
+        mmap: map the tensors' storage instead of reading it (cheap when only a few small
+            entries are needed, e.g. the W&B run id).
+
+    Raises:
+        UntrustedFileError: the file holds objects other than tensors and plain values (loading
+            it the unsafe way would run code from it); the message names the object.
+        CheckpointError: the file is empty, truncated or not a checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} is not a checkpoint file ({'a directory' if path.is_dir() else 'not a regular file'}). "
+            "Use a checkpoint of the run (checkpoints/last.ckpt or best-*.ckpt)."
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"(?:unsupported )?GLOBAL ([\w.]+)", str(error))
+        what = f"it asks for {found.group(1)}" if found else str(error).splitlines()[0]
+        raise UntrustedFileError(
+            f"{path} was not loaded: it holds objects other than tensors and plain values ({what}), and loading it "
+            "would run code from the file. vae_zoo checkpoints never need that; use a checkpoint written by "
+            "python -m vae_zoo.train, or one you have re-saved as a plain state_dict yourself."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (empty, truncated or not written by torch.save: {detail}). "
+            "Use another checkpoint of the run (checkpoints/last.ckpt or best-*.ckpt)."
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(
+            f"{path} holds a {type(checkpoint).__name__}, not a checkpoint (a dict with a state_dict)."
+        )
+    malformed = malformed_fields(checkpoint)
+    if malformed:
+        raise CheckpointError(
+            f"{path} is not a checkpoint vae_zoo can use: {'; '.join(malformed)}. Training writes these fields "
+            "itself, so the file was edited or comes from elsewhere; use another checkpoint of the run."
+        )
+    return checkpoint
 
 
 def malformed_fields(checkpoint: dict[str, Any]) -> list[str]:

@@ -5,7 +5,7 @@ Everything here works without the command line; :mod:`vae_zoo.evaluate` and
 :func:`write_samples`.
 
 **Which config.** A checkpoint is evaluated with the config it was trained with, composed by
-:mod:`vae_zoo.run_config` (the run's ``config.yaml``, then ``conf/evaluate.yaml`` or
+:mod:`vae_zoo.run.run_config` (the run's ``config.yaml``, then ``conf/evaluate.yaml`` or
 ``conf/sample.yaml``, then the command line). The config also gets ``run_dir``, the run folder,
 which places the results in ``<run>/evaluation/`` (``<run>/samples/`` for pictures).
 
@@ -24,14 +24,14 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from vae_zoo.cpu import use_cpu_settings
 from vae_zoo.data.splits import SplitBatches
 from vae_zoo.errors import ConfigError
-from vae_zoo.instantiation import instantiate
 from vae_zoo.metrics.report import EvaluationReport
 from vae_zoo.metrics.suite import EvaluationContext, EvaluationMetric
 from vae_zoo.models.base import ELBOModule
-from vae_zoo.run_config import check_run_config, load_run, resolve_device
+from vae_zoo.run.cpu import use_cpu_settings
+from vae_zoo.run.run_config import check_run_config, load_run, resolve_device
+from vae_zoo.support.instantiation import instantiate
 
 log = logging.getLogger(__name__)
 

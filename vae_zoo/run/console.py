@@ -6,7 +6,7 @@ silenced narrowly (each by its message and where it comes from, never a whole ca
 | "`isinstance(treespec, LeafSpec)` is deprecated" (lightning.pytorch.utilities._pytree) | Lightning's own use of a torch API; nothing a user can change |
 | "Tip: ... try installing litlogger" | an advertisement, printed at every trainer start |
 | "The '...dataloader' does not have many workers" | our batches are slices of tensors in memory: workers would only add copies |
-| "It is recommended to use `self.log('val/...', ..., sync_dist=True)`" | vae_zoo's epoch means are exact sums over examples, reduced across ranks once per epoch before they are logged (:class:`vae_zoo.stats.ExampleMeans`) |
+| "It is recommended to use `self.log('val/...', ..., sync_dist=True)`" | vae_zoo's epoch means are exact sums over examples, reduced across ranks once per epoch before they are logged (:class:`vae_zoo.blocks.stats.ExampleMeans`) |
 | "setup plugin alembic..." (logger ``alembic``, INFO) | Alembic's start-up chatter, printed because Optuna imports it; its warnings still show |
 """
 

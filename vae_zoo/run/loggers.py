@@ -21,7 +21,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
 from vae_zoo.errors import RunFolderError
-from vae_zoo.run_folder import atomic_write
+from vae_zoo.run.run_folder import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def wandb_logger(
 
 class WandbRunIdInCheckpoint(L.Callback):
     """Record the W&B run id in each checkpoint, so resuming from it continues the same W&B
-    run (see :func:`vae_zoo.experiment.resume_wandb_run`). Does nothing without W&B."""
+    run (see :func:`vae_zoo.run.experiment.resume_wandb_run`). Does nothing without W&B."""
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         for logger in trainer.loggers:
