@@ -17,7 +17,8 @@ def read_metrics(run: Path) -> list[dict]:
 
 
 def test_default_pipeline_end_to_end(tmp_path):
-    result = run_cli(TINY_SPRITES, cwd=tmp_path)
+    # in a fresh interpreter: what a user's console shows (each warning once, no noise) is per process
+    result = run_cli(TINY_SPRITES, cwd=tmp_path, process=True)
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = run_folders(tmp_path / "logs")
     # resolved config, checkpoints (last + best by val/elbo), metrics CSV, PNG grids

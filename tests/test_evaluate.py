@@ -7,9 +7,7 @@ module; the entry points then run on its run folders as subprocesses.
 import csv
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ from vae_zoo.metrics import ClassifierFeatureExtractor, FeatureExtractorUnavaila
 from vae_zoo.run.config import compose_config
 from vae_zoo.run.run_config import compose_run_config, register_run_config_from_argv
 
-from conftest import TINY_DATA, TINY_NET, TINY_SPRITES, run_cli
+from conftest import TINY_DATA, TINY_NET, TINY_SPRITES, run_cli, run_command
 
 ONE_EPOCH = [arg for arg in TINY_SPRITES if not arg.startswith("trainer.max_epochs")] + [
     "trainer.max_epochs=1",
@@ -39,11 +37,9 @@ QUICK_DISENTANGLEMENT = [  # fewer votes and trees than the published settings: 
 
 
 def run_module(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """``python -m <module> args`` as a user would run it."""
-    env = {**os.environ, "VAE_ZOO_LOG_DIR": str(cwd / "logs"), "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
+    """``python -m <module> args`` as a user would run it (its ``main()``, in this process:
+    :func:`conftest.run_command`)."""
+    return run_command(module, args, cwd)
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ from vae_zoo.run.run_config import compose_run_config
 from vae_zoo.run.run_folder import atomic_write
 from vae_zoo.support.checkpoint_files import load_checkpoint
 
-from conftest import TINY_SPRITES, Payload, copy_run, run_cli, snapshot
+from conftest import TINY_SPRITES, Payload, copy_run, run_cli, run_command, snapshot
 
 TESTS = Path(__file__).resolve().parent
 STEPS_PER_EPOCH = 8  # TINY_DATA: 256 training images in batches of 32
@@ -115,13 +115,7 @@ def test_a_checkpoint_whose_pickle_runs_code_is_refused_everywhere(trained_run, 
     assert not marker.exists()
 
     # what the user sees on the command line: one line, no traceback, nothing run
-    result = subprocess.run(
-        [sys.executable, "-m", "vae_zoo.evaluate", f"ckpt_path={last}", "evaluate.fid=false"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_command("vae_zoo.evaluate", [f"ckpt_path={last}", "evaluate.fid=false"], tmp_path)
     message = " ".join(result.stderr.split())
     assert result.returncode == 2 and "error:" in message and "posix.system" in message and "would run code" in message
     assert "Traceback" not in result.stderr
@@ -200,19 +194,14 @@ def test_a_run_folder_that_would_act_before_or_around_the_check_is_refused(train
         (run / "config.yaml").write_text(OmegaConf.to_yaml(merged))
     else:
         (run / "config.yaml").write_text(config + text)
-    result = subprocess.run(
+    result = run_command(
+        "vae_zoo.evaluate",
         [
-            sys.executable,
-            "-m",
-            "vae_zoo.evaluate",
             f"ckpt_path={run}",
             "evaluate.num_importance_samples=2",
             "evaluate.fid=true" if case == "inception weights" else "evaluate.fid=false",
         ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        tmp_path,
     )
     message = " ".join(result.stderr.split())
     assert result.returncode == 2 and named in message, message[-2000:]
@@ -263,13 +252,7 @@ def test_a_run_config_with_a_yaml_python_tag_is_one_line_naming_the_file_and_lin
     (run / "config.yaml").write_text(text)
     line = next(i for i, row in enumerate(text.splitlines(), 1) if "!!python" in row)
     for module in ("vae_zoo.evaluate", "vae_zoo.sample"):
-        result = subprocess.run(
-            [sys.executable, "-m", module, f"ckpt_path={run}"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        result = run_command(module, [f"ckpt_path={run}"], tmp_path)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
         (message,) = [row for row in result.stderr.splitlines() if row.strip()]
         assert str(run / "config.yaml") in message and f"line {line}" in message and "python/object" in message

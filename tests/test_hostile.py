@@ -11,7 +11,6 @@ import csv
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from vae_zoo.run.run_config import compose_run_config, load_frozen_model
 from vae_zoo.run.run_folder import RunFolderLock
 from vae_zoo.support.checkpoint_files import load_checkpoint
 
-from conftest import TINY_SPRITES, Payload, cli_command, copy_run, make_vq_vae_run, run_cli, snapshot
+from conftest import TINY_SPRITES, Payload, cli_command, copy_run, make_vq_vae_run, run_cli, run_command, snapshot
 from data_fixtures import write_image_folder
 
 STEPS_PER_EPOCH = 8  # TINY_DATA: 256 training images in batches of 32
@@ -167,13 +166,7 @@ def test_malformed_checkpoints_are_one_clear_error_never_a_traceback_or_nan_resu
             with pytest.raises(VaeZooError, match=named):
                 entry()
     # on the command line: one line, exit 2, whatever the case
-    result = subprocess.run(
-        [sys.executable, "-m", "vae_zoo.evaluate", f"ckpt_path={run}", "evaluate.fid=false"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_command("vae_zoo.evaluate", [f"ckpt_path={run}", "evaluate.fid=false"], tmp_path)
     assert result.returncode == 2 and "NaN or infinite" in result.stderr and "Traceback" not in result.stderr
 
 

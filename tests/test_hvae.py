@@ -189,7 +189,9 @@ def test_resume_reaches_the_same_metrics_as_an_uninterrupted_run(tmp_path):
 
 @pytest.mark.slow
 def test_runs_under_ddp_on_two_cpu_processes(tmp_path):
-    result = run_cli([*TINY_DATA, *TINY_HVAE, *TINY_RUN, "trainer=ddp_cpu", "trainer.max_epochs=1"], cwd=tmp_path)
+    result = run_cli(
+        [*TINY_DATA, *TINY_HVAE, *TINY_RUN, "trainer=ddp_cpu", "trainer.max_epochs=1"], cwd=tmp_path, process=True
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = run_folders(tmp_path / "logs")
     assert (run / "checkpoints" / "last.ckpt").is_file() and "test/elbo" in result.stdout

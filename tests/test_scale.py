@@ -73,7 +73,7 @@ def test_every_experiment_config_composes_and_runs(name, data_root, tmp_path):
 
 
 def test_ddp_on_two_cpu_processes_from_the_cli_uses_one_folder(tmp_path):
-    result = run_cli([*TINY_SPRITES, "trainer=ddp_cpu", "trainer.max_epochs=1"], cwd=tmp_path)
+    result = run_cli([*TINY_SPRITES, "trainer=ddp_cpu", "trainer.max_epochs=1"], cwd=tmp_path, process=True)
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = run_folders(tmp_path / "logs")  # one folder, not one per rank
     assert sorted(p.name for p in (tmp_path / "logs" / "train").iterdir()) == ["runs"]

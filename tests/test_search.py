@@ -1,4 +1,4 @@
-"""The Optuna search (vae_zoo/search.py): one study in a journal file shared by processes, a
+"""The Optuna search (vae_zoo/run/search.py): one study in a journal file shared by processes, a
 killed search resumes with its finished trials, a pruned trial is recorded as pruned.
 
 Each search here is the real command, ``python -m vae_zoo.train hparams_search=optuna ...``, on
@@ -208,7 +208,7 @@ def test_a_trial_under_ddp_runs_the_trial_in_every_rank_not_a_search(tmp_path):
     """Lightning starts the second rank by running the command again; the trial's config holds
     hydra.mode=MULTIRUN (hparams_search=optuna), which would start a search in that rank."""
     args = [*SEARCH, "hydra.sweeper.study_name=ddp", "hydra.sweeper.n_trials=1", "trainer=ddp_cpu"]
-    result = run_cli(args, cwd=tmp_path, timeout=300)
+    result = run_cli(args, cwd=tmp_path, timeout=300, process=True)  # the second rank re-runs the command
     assert result.returncode == 0, result.stderr[-3000:]
     [trial] = load_study(str(journal(tmp_path, "ddp")), "ddp").get_trials()
     assert trial.state == TrialState.COMPLETE and list(trial.intermediate_values) == [0]
