@@ -11,12 +11,18 @@ fewer when ``--examples`` is smaller), with k = ``--k`` samples decoded ``chunk`
 The weights are as initialised: the cost of a decode does not depend on them (denormal floats
 are flushed, as a training run does). Printed: test examples per second, decodes per second,
 and the projected time for the full 10,000-image test set.
+
+``--layouts contiguous channels_last`` measures the model in each memory layout, interleaved
+over ``--rounds`` rounds (contiguous: how evaluate loaded a model before; channels_last: how it
+loads a run trained with ``channels_last: true``, the default, now), from the same draws, and
+prints the largest difference between their estimates (nats per example).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -38,13 +44,17 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=1000)
     parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[100])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--layouts", nargs="+", default=["channels_last"], choices=["contiguous", "channels_last"])
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="interleaved rounds over the layouts (the median is shown)"
+    )
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     table = Table(
         title=f"IS-NLL, k = {args.k}, on the first {args.examples} MNIST test images; torch threads {torch.get_num_threads()}"
     )
-    for column in ("net", "chunk", "examples/s", "decodes/s", "full test set (10,000), projected"):
-        table.add_column(column, justify="left" if column == "net" else "right")
+    for column in ("net", "layout", "chunk", "examples/s", "decodes/s", "full test set (10,000), projected"):
+        table.add_column(column, justify="left" if column in ("net", "layout") else "right")
     for net in args.nets:
         cfg = compose_config(
             [
@@ -61,22 +71,42 @@ def main() -> None:
         datamodule.setup()
         model = instantiate(cfg.model).eval().to(args.device)
         for chunk in args.chunk_sizes:
-            batches = SplitBatches(datamodule, "test", torch.device(args.device), max_examples=args.examples)()
-            start = time.perf_counter()
-            with torch.inference_mode():
-                log_likelihoods = importance_sampled_log_likelihoods(
-                    model,
-                    batches,
-                    num_samples=args.k,
-                    chunk_size=chunk,
-                    generator=torch.Generator(args.device).manual_seed(0),
+            seconds: dict[str, list[float]] = {layout: [] for layout in args.layouts}
+            estimates: dict[str, torch.Tensor] = {}
+            for _ in range(args.rounds):
+                for layout in args.layouts:
+                    memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+                    model.to(memory_format=memory_format)
+                    batches = SplitBatches(datamodule, "test", torch.device(args.device), max_examples=args.examples)()
+                    start = time.perf_counter()
+                    estimates[layout] = importance_sampled_log_likelihoods(
+                        model,
+                        batches,
+                        num_samples=args.k,
+                        chunk_size=chunk,
+                        generator=torch.Generator(args.device).manual_seed(0),
+                    )
+                    if args.device.startswith("cuda"):
+                        torch.cuda.synchronize()
+                    seconds[layout].append(time.perf_counter() - start)
+                    assert len(estimates[layout]) == args.examples
+            for layout in args.layouts:
+                median = statistics.median(seconds[layout])
+                rate = args.examples / median
+                table.add_row(
+                    net,
+                    layout,
+                    str(chunk),
+                    f"{rate:,.1f}",
+                    f"{rate * args.k:,.0f}",
+                    f"{10_000 / rate / 60:.1f} min",
                 )
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - start
-            assert len(log_likelihoods) == args.examples
-            rate = args.examples / seconds
-            table.add_row(net, str(chunk), f"{rate:,.1f}", f"{rate * args.k:,.0f}", f"{10_000 / rate / 60:.1f} min")
+            if len(estimates) == 2:
+                difference = (estimates["channels_last"] - estimates["contiguous"]).abs().max().item()
+                nll = -estimates["channels_last"].double().mean().item()
+                print(
+                    f"{net}, chunk {chunk}: NLL {nll:.4f} nats; the layouts' estimates differ by at most {difference:.2e} nats"
+                )
     Console(width=140).print(table)
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 

@@ -269,3 +269,19 @@ def test_a_metric_of_your_own_through_config_alone(sweep, tmp_path):
     # without trusting the module, the same config is refused before anything runs
     with pytest.raises(Exception, match="custom_metrics"):
         evaluate(compose_run_config(sweep / "0", overrides[:-1], output_dir=tmp_path / "refused"))
+
+
+def test_evaluate_loads_the_model_in_its_training_layout_and_says_how_far_the_nll_is(trained_run, tmp_path, caplog):
+    import logging
+
+    from vae_zoo.run.run_config import load_run
+
+    overrides = ["evaluate.fid=false", "evaluate.num_importance_samples=3", "evaluate.disentanglement=false"]
+    cfg = compose_run_config(trained_run, overrides, output_dir=tmp_path / "eval")
+    loaded = load_run(cfg, torch.device("cpu"))
+    assert cfg.channels_last and loaded.model.encoder.convs[0].weight.is_contiguous(memory_format=torch.channels_last)
+    with caplog.at_level(logging.INFO, logger="vae_zoo.metrics.progress"):
+        evaluate(cfg)
+    lines = [record.getMessage() for record in caplog.records if record.name == "vae_zoo.metrics.progress"]
+    assert any(line.startswith("Importance-sampled NLL, k=3, 64 examples: 100% (192 of 192 decodes)") for line in lines)
+    assert "left" in lines[0]

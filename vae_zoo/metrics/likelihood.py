@@ -22,7 +22,7 @@ nats / (D ln 2), see :func:`bits_per_dim`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor
@@ -33,7 +33,7 @@ from vae_zoo.models.base import ELBOModule
 __all__ = ["bits_per_dim", "importance_sampled_log_likelihood", "importance_sampled_log_likelihoods"]
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd records at all: a pure evaluation
 def importance_sampled_log_likelihood(
     model: ELBOModule,
     x: Tensor,
@@ -42,6 +42,7 @@ def importance_sampled_log_likelihood(
     chunk_size: int = 100,
     generator: torch.Generator | None = None,
     target: Tensor | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Tensor:
     """The IWAE estimate of log p(x) for each example, in nats.
 
@@ -62,6 +63,7 @@ def importance_sampled_log_likelihood(
         generator: the random generator for the posterior samples (on x's device); None uses
             torch's global one.
         target: what p(x|z) scores (the clean image when denoising; default ``x``).
+        progress: called with the number of decodes (examples x samples) after each chunk.
 
     Returns:
         (B,) L_K(x) = log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), in nats, in x's dtype.
@@ -91,25 +93,28 @@ def importance_sampled_log_likelihood(
                 x, chunk, condition, target, generator, posterior=posterior
             ).log_weights
             log_sum_weights = torch.logaddexp(log_sum_weights, torch.logsumexp(log_weights, dim=1))
+            if progress is not None:
+                progress(chunk * x.shape[0])
         return log_sum_weights - math.log(num_samples)
     finally:
         model.train(was_training)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def importance_sampled_log_likelihoods(
     model: ELBOModule,
     batches: Iterable[Mapping[str, Tensor]],
     num_samples: int = 1000,
     chunk_size: int = 100,
     generator: torch.Generator | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Tensor:
     """:func:`importance_sampled_log_likelihood` for every example of a dataset.
 
     Args:
         batches: yields model-ready batches (``batch["image"]`` float on the model's device,
             plus what ``model.condition(batch)`` reads).
-        num_samples, chunk_size, generator: as in :func:`importance_sampled_log_likelihood`.
+        num_samples, chunk_size, generator, progress: as in :func:`importance_sampled_log_likelihood`.
 
     Returns:
         (N,) L_K(x) in nats for the N examples, in the order the batches gave them, on the CPU.
@@ -117,7 +122,14 @@ def importance_sampled_log_likelihoods(
     """
     per_batch = [
         importance_sampled_log_likelihood(
-            model, batch["image"], model.condition(batch), num_samples, chunk_size, generator, batch.get("target")
+            model,
+            batch["image"],
+            model.condition(batch),
+            num_samples,
+            chunk_size,
+            generator,
+            batch.get("target"),
+            progress,
         ).cpu()
         for batch in batches
     ]

@@ -33,6 +33,7 @@ from vae_zoo.metrics.disentanglement import (
     mutual_information_gap,
 )
 from vae_zoo.metrics.likelihood import importance_sampled_log_likelihoods
+from vae_zoo.metrics.progress import EvaluationProgress
 
 if TYPE_CHECKING:
     from vae_zoo.data.base import InMemoryDataModule
@@ -145,11 +146,19 @@ class ImportanceSampledNLL(EvaluationMetric):
         return "evaluate.num_importance_samples=0" if self.num_samples <= 0 else None
 
     def compute(self, context: EvaluationContext, report: EvaluationReport) -> None:
-        log.info("Importance-sampled NLL, k=%d.", self.num_samples)
         model = context.model
-        log_likelihood = importance_sampled_log_likelihoods(
-            model, context.batches(self.max_examples), self.num_samples, self.chunk_size, context.generator
-        ).double()
+        total = context.batches.num_examples
+        examples = total if self.max_examples is None else min(self.max_examples, total)
+        work = f"Importance-sampled NLL, k={self.num_samples}, {examples} examples"
+        with EvaluationProgress(work, examples * self.num_samples, "decodes") as progress:
+            log_likelihood = importance_sampled_log_likelihoods(
+                model,
+                context.batches(self.max_examples),
+                self.num_samples,
+                self.chunk_size,
+                context.generator,
+                progress.advance,
+            ).double()
         count = len(log_likelihood)
         nll = -log_likelihood.mean().item()
         standard_error = (log_likelihood.std() / math.sqrt(count)).item() if count > 1 else float("nan")

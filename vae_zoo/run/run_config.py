@@ -258,6 +258,10 @@ def load_run(cfg: DictConfig, device: torch.device) -> LoadedRun:
     model: ELBOModule = instantiate(cfg.model, origin)
     check_compatible(datamodule, model)
     load_weights(model, run)
+    if cfg.get("channels_last"):  # as the run was trained: oneDNN's conv kernels are faster in it
+        from vae_zoo.nets.memory_format import use_channels_last
+
+        use_channels_last(model)
     datamodule.setup("test")
     return LoadedRun(model=model.to(device).eval(), datamodule=datamodule, run=run, device=device)
 
