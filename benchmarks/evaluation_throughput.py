@@ -12,10 +12,12 @@ The weights are as initialised: the cost of a decode does not depend on them (de
 are flushed, as a training run does). Printed: test examples per second, decodes per second,
 and the projected time for the full 10,000-image test set.
 
-``--layouts contiguous channels_last`` measures the model in each memory layout, interleaved
-over ``--rounds`` rounds (contiguous: how evaluate loaded a model before; channels_last: how it
-loads a run trained with ``channels_last: true``, the default, now), from the same draws, and
-prints the largest difference between their estimates (nats per example).
+``--layouts contiguous channels_last`` measures the model in each memory layout (contiguous: how
+evaluate loaded a model before; channels_last: how it loads a run trained with
+``channels_last: true``, the default, now), and ``--precisions 32 bf16`` the decoder in float32
+and under bfloat16 autocast (``evaluate.nll_precision``); every variant from the same draws,
+interleaved over ``--rounds`` rounds, with the difference of its estimate from the first
+variant's: of the mean NLL and the largest per example, in nats.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--layouts", nargs="+", default=["channels_last"], choices=["contiguous", "channels_last"])
     parser.add_argument(
+        "--precisions", nargs="+", default=["32"], choices=["32", "bf16"], help="the decoder's (evaluate.nll_precision)"
+    )
+    parser.add_argument(
         "--rounds", type=int, default=1, help="interleaved rounds over the layouts (the median is shown)"
     )
     args = parser.parse_args()
@@ -53,8 +58,10 @@ def main() -> None:
     table = Table(
         title=f"IS-NLL, k = {args.k}, on the first {args.examples} MNIST test images; torch threads {torch.get_num_threads()}"
     )
-    for column in ("net", "layout", "chunk", "examples/s", "decodes/s", "full test set (10,000), projected"):
-        table.add_column(column, justify="left" if column in ("net", "layout") else "right")
+    columns = ("net", "layout", "decoder", "chunk", "examples/s", "decodes/s", "full test set (10,000)", "vs the first")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("net", "layout", "decoder") else "right")
+    variants = [(layout, precision) for layout in args.layouts for precision in args.precisions]
     for net in args.nets:
         cfg = compose_config(
             [
@@ -71,42 +78,41 @@ def main() -> None:
         datamodule.setup()
         model = instantiate(cfg.model).eval().to(args.device)
         for chunk in args.chunk_sizes:
-            seconds: dict[str, list[float]] = {layout: [] for layout in args.layouts}
-            estimates: dict[str, torch.Tensor] = {}
+            seconds: dict[tuple[str, str], list[float]] = {variant: [] for variant in variants}
+            estimates: dict[tuple[str, str], torch.Tensor] = {}
             for _ in range(args.rounds):
-                for layout in args.layouts:
+                for layout, precision in variants:
                     memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
                     model.to(memory_format=memory_format)
                     batches = SplitBatches(datamodule, "test", torch.device(args.device), max_examples=args.examples)()
                     start = time.perf_counter()
-                    estimates[layout] = importance_sampled_log_likelihoods(
+                    estimates[layout, precision] = importance_sampled_log_likelihoods(
                         model,
                         batches,
                         num_samples=args.k,
                         chunk_size=chunk,
                         generator=torch.Generator(args.device).manual_seed(0),
+                        precision=precision,
                     )
                     if args.device.startswith("cuda"):
                         torch.cuda.synchronize()
-                    seconds[layout].append(time.perf_counter() - start)
-                    assert len(estimates[layout]) == args.examples
-            for layout in args.layouts:
-                median = statistics.median(seconds[layout])
-                rate = args.examples / median
+                    seconds[layout, precision].append(time.perf_counter() - start)
+                    assert len(estimates[layout, precision]) == args.examples
+            first = estimates[variants[0]]
+            for variant in variants:
+                rate = args.examples / statistics.median(seconds[variant])
+                difference = (estimates[variant] - first).double()
                 table.add_row(
                     net,
-                    layout,
+                    *variant,
                     str(chunk),
                     f"{rate:,.1f}",
                     f"{rate * args.k:,.0f}",
                     f"{10_000 / rate / 60:.1f} min",
+                    f"NLL {-difference.mean().item():+.4f}, max {difference.abs().max().item():.2e} nats",
                 )
-            if len(estimates) == 2:
-                difference = (estimates["channels_last"] - estimates["contiguous"]).abs().max().item()
-                nll = -estimates["channels_last"].double().mean().item()
-                print(
-                    f"{net}, chunk {chunk}: NLL {nll:.4f} nats; the layouts' estimates differ by at most {difference:.2e} nats"
-                )
+            nll, error = -first.double().mean().item(), first.double().std().item() / len(first) ** 0.5
+            print(f"{net}, chunk {chunk}: NLL {nll:.3f} ± {error:.3f} nats (the first variant, {len(first)} examples)")
     Console(width=140).print(table)
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 

@@ -285,3 +285,19 @@ def test_evaluate_loads_the_model_in_its_training_layout_and_says_how_far_the_nl
     lines = [record.getMessage() for record in caplog.records if record.name == "vae_zoo.metrics.progress"]
     assert any(line.startswith("Importance-sampled NLL, k=3, 64 examples: 100% (192 of 192 decodes)") for line in lines)
     assert "left" in lines[0]
+
+
+def test_the_nll_can_be_estimated_with_a_bf16_decoder_and_says_so(trained_run, tmp_path):
+    overrides = ["evaluate.fid=false", "evaluate.num_importance_samples=20", "evaluate.disentanglement=false"]
+    exact = evaluate(compose_run_config(trained_run, overrides, output_dir=tmp_path / "fp32"))
+    fast = evaluate(
+        compose_run_config(trained_run, [*overrides, "evaluate.nll_precision=bf16"], output_dir=tmp_path / "bf16")
+    )
+    saved = json.loads((tmp_path / "bf16" / "metrics.json").read_text())
+    assert saved["metrics"]["nll"]["decoder_precision"] == "bf16" and exact.metrics["nll"]["decoder_precision"] == "32"
+    # the same draws: well inside the estimate's own Monte Carlo error
+    assert abs(fast.metrics["nll"]["value"] - exact.metrics["nll"]["value"]) < exact.metrics["nll"]["standard_error"]
+    with pytest.raises(ConfigError, match="evaluate.nll_precision must be one of 32, bf16"):
+        evaluate(
+            compose_run_config(trained_run, [*overrides, "evaluate.nll_precision=fp16"], output_dir=tmp_path / "x")
+        )

@@ -284,3 +284,29 @@ def test_the_evaluation_progress_logs_each_tenth_with_the_time_left(caplog):
     with EvaluationProgress("NLL", total=10, terminal=True) as bar:  # rich's bar on a terminal
         bar.advance(10)
     assert bar.done == 10
+
+
+def test_a_bf16_decoder_gives_the_float32_estimate_to_a_few_hundredths_of_a_nat():
+    from vae_zoo.blocks.likelihoods import Bernoulli
+    from vae_zoo.nets import ConvDecoder, ConvEncoder
+
+    torch.manual_seed(0)
+    conv = VAE(
+        encoder=partial(ConvEncoder, hidden_channels=(8, 16, 16)),
+        decoder=partial(ConvDecoder, hidden_channels=(8, 16, 16)),
+        likelihood=Bernoulli(),
+        latent_dim=4,
+        image_size=28,
+        image_channels=1,
+        optimizer=partial(torch.optim.SGD, lr=0.1),
+    )
+    x = (torch.rand(64, 1, 28, 28) > 0.7).float()
+    draws = dict(num_samples=100, chunk_size=10)
+    exact = importance_sampled_log_likelihood(conv, x, **draws, generator=torch.Generator().manual_seed(3))
+    fast = importance_sampled_log_likelihood(
+        conv, x, **draws, generator=torch.Generator().manual_seed(3), precision="bf16"
+    )
+    assert fast.dtype == torch.float32 and not torch.equal(fast, exact)  # the decoder did run in bf16
+    assert (fast - exact).abs().mean() < 0.1 and (fast - exact).abs().max() < 0.5  # nats; estimates ~-500
+    with pytest.raises(ValueError, match="precision must be one of 32, bf16"):
+        importance_sampled_log_likelihood(conv, x, **draws, precision="fp8")

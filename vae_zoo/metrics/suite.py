@@ -24,6 +24,7 @@ import torch
 
 from vae_zoo.blocks.stats import bits_per_dim
 from vae_zoo.data.splits import SplitBatches, target_of
+from vae_zoo.errors import ConfigError
 from vae_zoo.metrics.active_units import ACTIVE_UNIT_THRESHOLD, active_units
 from vae_zoo.metrics.dci import dci
 from vae_zoo.metrics.disentanglement import (
@@ -32,7 +33,7 @@ from vae_zoo.metrics.disentanglement import (
     latent_codes_and_factors,
     mutual_information_gap,
 )
-from vae_zoo.metrics.likelihood import importance_sampled_log_likelihoods
+from vae_zoo.metrics.likelihood import PRECISIONS, importance_sampled_log_likelihoods
 from vae_zoo.metrics.progress import EvaluationProgress
 
 if TYPE_CHECKING:
@@ -137,8 +138,16 @@ class ImportanceSampledNLL(EvaluationMetric):
 
     name = "nll"
 
-    def __init__(self, num_samples: int = 1000, chunk_size: int = 100, max_examples: int | None = None):
+    def __init__(
+        self, num_samples: int = 1000, chunk_size: int = 100, max_examples: int | None = None, precision: str = "32"
+    ):
+        if str(precision) not in PRECISIONS:
+            raise ConfigError(
+                f"evaluate.nll_precision must be one of {', '.join(PRECISIONS)}, got {precision!r} (32: float32 "
+                "throughout; bf16: the decoder under bfloat16 autocast, faster, a few hundredths of a nat apart)."
+            )
         self.num_samples, self.chunk_size, self.max_examples = num_samples, chunk_size, max_examples
+        self.precision = str(precision)
 
     def skip_reason(self, context: EvaluationContext) -> str | None:
         if not context.model.capabilities.importance_weights:
@@ -158,6 +167,7 @@ class ImportanceSampledNLL(EvaluationMetric):
                 self.chunk_size,
                 context.generator,
                 progress.advance,
+                self.precision,
             ).double()
         count = len(log_likelihood)
         nll = -log_likelihood.mean().item()
@@ -172,6 +182,7 @@ class ImportanceSampledNLL(EvaluationMetric):
             k=self.num_samples,
             num_examples=count,
             standard_error=standard_error,
+            decoder_precision=self.precision,
             **beside,
             note="standard_error: over the examples (std / sqrt(n))",
         )
