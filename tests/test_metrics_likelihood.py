@@ -243,12 +243,10 @@ def test_progress_counts_every_decode_and_leaves_the_estimate_alone(model):
     assert sum(calls) == 30 * 70 and len(calls) == 4 * 4  # every chunk of every batch, the short ones too
 
 
-def test_the_conv_nets_estimate_is_the_same_in_the_channels_last_layout():
-    # evaluate puts a run's model in the layout it was trained in (channels_last: true): the
-    # same draws must give the same estimate, up to float rounding
+def tiny_conv_vae_and_images():
+    """A small conv VAE (float32, seeded) for 28x28 one-channel images, and 64 binary images."""
     from vae_zoo.blocks.likelihoods import Bernoulli
     from vae_zoo.nets import ConvDecoder, ConvEncoder
-    from vae_zoo.nets.memory_format import use_channels_last
 
     torch.manual_seed(0)
     conv = VAE(
@@ -261,6 +259,15 @@ def test_the_conv_nets_estimate_is_the_same_in_the_channels_last_layout():
         optimizer=partial(torch.optim.SGD, lr=0.1),
     )
     x = (torch.rand(64, 1, 28, 28) > 0.7).float()
+    return conv, x
+
+
+def test_the_conv_nets_estimate_is_the_same_in_the_channels_last_layout():
+    # evaluate puts a run's model in the layout it was trained in (channels_last: true): the
+    # same draws must give the same estimate, up to float rounding
+    from vae_zoo.nets.memory_format import use_channels_last
+
+    conv, x = tiny_conv_vae_and_images()
     draws = dict(num_samples=200, chunk_size=1)
     before = importance_sampled_log_likelihood(conv, x, **draws, generator=torch.Generator().manual_seed(3))
     use_channels_last(conv)
@@ -287,20 +294,7 @@ def test_the_evaluation_progress_logs_each_tenth_with_the_time_left(caplog):
 
 
 def test_a_bf16_decoder_gives_the_float32_estimate_to_a_few_hundredths_of_a_nat():
-    from vae_zoo.blocks.likelihoods import Bernoulli
-    from vae_zoo.nets import ConvDecoder, ConvEncoder
-
-    torch.manual_seed(0)
-    conv = VAE(
-        encoder=partial(ConvEncoder, hidden_channels=(8, 16, 16)),
-        decoder=partial(ConvDecoder, hidden_channels=(8, 16, 16)),
-        likelihood=Bernoulli(),
-        latent_dim=4,
-        image_size=28,
-        image_channels=1,
-        optimizer=partial(torch.optim.SGD, lr=0.1),
-    )
-    x = (torch.rand(64, 1, 28, 28) > 0.7).float()
+    conv, x = tiny_conv_vae_and_images()
     draws = dict(num_samples=100, chunk_size=10)
     exact = importance_sampled_log_likelihood(conv, x, **draws, generator=torch.Generator().manual_seed(3))
     fast = importance_sampled_log_likelihood(

@@ -99,7 +99,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         """Always ``weights_only=True``, whatever the caller asks: Lightning's ``trainer.fit(ckpt_path=...)``
         reads through here. The file paths of the checkpoint callbacks' states are checked."""
         checkpoint = load_checkpoint(path)
-        dropped = keep_checkpoint_paths_inside(checkpoint, os.path.realpath(os.path.dirname(os.path.abspath(path))))
+        dropped = keep_checkpoint_paths_inside(checkpoint, os.path.dirname(_normal(path)))
         if dropped:
             rank_zero_warn(
                 f"{path} names checkpoint files outside its own folder ({', '.join(sorted(set(dropped))[:3])}); they were "

@@ -111,32 +111,28 @@ def run_choices(folder: Path) -> dict[str, str]:
     }
 
 
-def reroot(node: DictConfig, folder: Path) -> list[str]:
+def reroot(node: DictConfig, folder: Path) -> None:
     """Point every path of ``node`` inside the folder the run was made in (``paths.output_dir``:
     checkpoints, pictures, the loggers' folders) at the same place in ``folder``, where it is
-    continued; returns the keys changed. A run folder copied or moved since is then continued in
+    continued, in place. A run folder copied or moved since is then continued in
     the copy: its config.yaml still names the original's absolute paths, and without this the
     continued run would resume and overwrite the original's checkpoints and history."""
     made_in = OmegaConf.select(node, "paths.output_dir")
     if not isinstance(made_in, str) or os.path.normpath(made_in) == str(folder):
-        return []
-    made_in, changed = os.path.normpath(made_in), []
+        return
+    made_in = os.path.normpath(made_in)
 
-    def walk(mapping: DictConfig | ListConfig, prefix: str) -> None:
-        keys = mapping.keys() if isinstance(mapping, DictConfig) else range(len(mapping))
-        for key in keys:
+    def walk(mapping: DictConfig | ListConfig) -> None:
+        for key in mapping.keys() if isinstance(mapping, DictConfig) else range(len(mapping)):
             value = mapping[key]
-            where = f"{prefix}{key}"
             if isinstance(value, (DictConfig, ListConfig)):
-                walk(value, f"{where}.")
+                walk(value)
             elif isinstance(value, str) and value.startswith("/"):
                 normal = os.path.normpath(value)
                 if normal == made_in or normal.startswith(made_in + os.sep):
                     mapping[key] = str(folder) + normal[len(made_in) :]
-                    changed.append(where)
 
-    walk(node, "")
-    return changed
+    walk(node)
 
 
 def keep_only_what_the_run_had(cfg: DictConfig, folder: Path, overrides: Sequence[str]) -> list[str]:

@@ -235,11 +235,10 @@ MOVED_MODULES: dict[str, str] = {
 }  # fmt: skip
 
 
-def upgrade_moved_targets(node: Any) -> list[str]:
+def upgrade_moved_targets(node: Any) -> None:
     """Rewrite, in place, every ``_target_`` of ``node`` that names a module under its path before
-    :data:`MOVED_MODULES`; returns the keys changed. Only the module part changes, so the trust
-    check that follows judges the same object it always would."""
-    changed = []
+    :data:`MOVED_MODULES`. Only the module part changes, so the trust check that follows judges
+    the same object it always would."""
     if isinstance(node, DictConfig):
         for key in node.keys():
             value = node._get_node(key)
@@ -248,15 +247,11 @@ def upgrade_moved_targets(node: Any) -> list[str]:
                 module = next((old for old in MOVED_MODULES if target.startswith(old + ".")), None)
                 if module is not None and not target.startswith(MOVED_MODULES[module] + "."):
                     node[key] = MOVED_MODULES[module] + target[len(module) :]
-                    changed.append(key)
             elif isinstance(value, (DictConfig, ListConfig)):
-                changed += [f"{key}.{inner}" for inner in upgrade_moved_targets(value)]
+                upgrade_moved_targets(value)
     elif isinstance(node, ListConfig):
         for index in range(len(node)):
-            value = node._get_node(index)
-            if isinstance(value, (DictConfig, ListConfig)):
-                changed += [f"{index}.{inner}" for inner in upgrade_moved_targets(value)]
-    return changed
+            upgrade_moved_targets(node._get_node(index))
 
 
 def read_config_file(path: Path) -> DictConfig:
