@@ -86,23 +86,60 @@ def test_a_study_refuses_another_search_under_its_name(tmp_path):
         OptunaSearch(**settings).open_study(search_fingerprint(other, fixed, "maximize"))
 
 
+def wait_for(condition, what: str, processes, timeout_s: float = 240):
+    """Poll ``condition()`` until it is true; fail, with the processes' errors, if one ends first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        for process in processes:
+            if process.poll() is not None:
+                pytest.fail(f"a search ended (status {process.returncode}) before {what}")
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
 @pytest.mark.slow
 def test_two_processes_run_trials_of_one_study_in_one_journal(tmp_path):
+    """Two processes, one study of two trials: each runs one. Which process asks first is set,
+    not left to a race: the first is paused (SIGSTOP) while its trial trains, outside the
+    journal's lock, until the second has asked for its own trial."""
     command, env = search_command(
         tmp_path, "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=2", "trainer.max_epochs=2"
     )
+    storage = journal(tmp_path, "shared")
+    lock = storage.with_name(storage.name + ".lock")  # Optuna's JournalFileSymlinkLock
+
+    def trials():
+        try:
+            return load_study(str(storage), "shared").get_trials()
+        except KeyError:  # no study in the journal yet
+            return []
+
     logs = [open(tmp_path / f"search{i}.err", "w") for i in range(2)]  # files, not pipes: a full pipe blocks a search
-    processes = [
-        subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=log) for log in logs
-    ]
+    start = lambda log: subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    first = start(logs[0])
+    processes = [first]
+    try:
+        wait_for(lambda: any(ALIVE_AT in t.user_attrs for t in trials()), "the first trial trained", processes)
+        while True:  # pause it where it holds no lock on the journal
+            first.send_signal(signal.SIGSTOP)
+            if not lock.exists():
+                break
+            first.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
+        processes.append(start(logs[1]))
+        wait_for(lambda: len(trials()) == 2, "the second process asked for a trial", processes[1:])
+    finally:
+        first.send_signal(signal.SIGCONT)
     for process in processes:
         process.wait(timeout=300)
     errors = [(tmp_path / f"search{i}.err").read_text()[-2000:] for i in range(2)]
     assert [process.returncode for process in processes] == [0, 0], errors
-    trials = load_study(str(journal(tmp_path, "shared")), "shared").get_trials()
+    trials = load_study(str(storage), "shared").get_trials()
     assert [trial.state for trial in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
     # one trial from each process, each run in its own folder, named by the trial's number
-    assert len({trial.user_attrs["search_process"]["pid"] for trial in trials}) == 2
+    assert [trial.user_attrs["search_process"]["pid"] for trial in trials] == [p.pid for p in processes]
     # each run's heartbeat
     assert all(trial.user_attrs[ALIVE_AT] >= trial.datetime_start.timestamp() for trial in trials)
     for trial in trials:
