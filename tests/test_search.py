@@ -110,7 +110,7 @@ def test_two_processes_run_trials_of_one_study_in_one_journal(tmp_path):
     storage = journal(tmp_path, "shared")
     lock = storage.with_name(storage.name + ".lock")  # Optuna's JournalFileSymlinkLock
 
-    def trials():
+    def study_trials():
         try:
             return load_study(str(storage), "shared").get_trials()
         except KeyError:  # no study in the journal yet
@@ -121,7 +121,7 @@ def test_two_processes_run_trials_of_one_study_in_one_journal(tmp_path):
     first = start(logs[0])
     processes = [first]
     try:
-        wait_for(lambda: any(ALIVE_AT in t.user_attrs for t in trials()), "the first trial trained", processes)
+        wait_for(lambda: any(ALIVE_AT in t.user_attrs for t in study_trials()), "the first trial trained", processes)
         while True:  # pause it where it holds no lock on the journal
             first.send_signal(signal.SIGSTOP)
             if not lock.exists():
@@ -129,7 +129,7 @@ def test_two_processes_run_trials_of_one_study_in_one_journal(tmp_path):
             first.send_signal(signal.SIGCONT)
             time.sleep(0.05)
         processes.append(start(logs[1]))
-        wait_for(lambda: len(trials()) == 2, "the second process asked for a trial", processes[1:])
+        wait_for(lambda: len(study_trials()) == 2, "the second process asked for a trial", processes[1:])
     finally:
         first.send_signal(signal.SIGCONT)
     for process in processes:
