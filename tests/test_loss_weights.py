@@ -104,6 +104,20 @@ def test_free_bits_and_capacity_are_logged_as_the_loss_used_them(tmp_path):
     gradient = kl_gradient(model, terms)
     assert torch.all(gradient[below] == 0) and torch.allclose(gradient[~below], torch.tensor(model.beta))
 
+    # the default schedule: the warm-up, with the sprites' floor held while the KL warms up, then lifted
+    lifted = tmp_path / "default"
+    result = train(
+        compose_config(["model=beta_vae", "model.kl_schedule.warmup_steps=3", *TINY_SPRITES, *STEPS], output_dir=lifted)
+    )
+    floors = logged(lifted, "train/free_bits")
+    assert floors == pytest.approx({0: 0.5, 1: 0.5, 2: 0.5, 3: 0.0, 4: 0.0, 5: 0.0})
+    model, batch = model_batch(result)
+    terms = model.batch_terms(batch)
+    for step, floor in floors.items():
+        model.kl_schedule.set_step(step)
+        expected = torch.where(terms.kl_per_dim.detach() < floor, 0.0, model.beta * model.kl_schedule.weight())
+        torch.testing.assert_close(kl_gradient(model, terms), expected, atol=1e-6, rtol=1e-5)
+
     capacity = train(
         compose_config(
             [

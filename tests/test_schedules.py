@@ -51,6 +51,18 @@ def test_free_bits_floor_each_dimension_in_the_objective():
     assert kl.grad.tolist() == [0.0, 0.0, 2.0]
 
 
+def test_a_floor_during_the_warmup_holds_until_it_ends_and_the_objective_is_unfloored_after():
+    schedule = KLSchedule(warmup_steps=10, free_bits=0.5, free_bits_during_warmup=True)
+    kl = torch.tensor([0.1, 2.0])
+    for step, expected in [(0, 0.0), (5, 0.5 * (0.5 + 2.0)), (10, 0.1 + 2.0), (1000, 0.1 + 2.0)]:
+        schedule.set_step(step)
+        assert schedule.kl_penalty(kl).item() == pytest.approx(expected), step
+    assert [schedule.floor(step) for step in (0, 9, 10)] == [0.5, 0.5, 0.0]
+    assert KLSchedule(free_bits=0.5).floor(10**6) == 0.5  # otherwise the floor holds throughout
+    with pytest.raises(ConfigError, match="no warm-up"):
+        KLSchedule(free_bits=0.5, free_bits_during_warmup=True)
+
+
 @pytest.mark.parametrize(
     "kwargs,problem",
     [

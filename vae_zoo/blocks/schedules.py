@@ -10,7 +10,10 @@ the KL part of the loss is
   annealing (Fu et al. 2019: in each cycle of ``cycle_steps`` it ramps linearly from 0 to 1
   over the first ``cycle_ratio`` of the cycle, then stays at 1), and λ = ``free_bits`` is a
   floor per dimension in nats (Kingma et al. 2016): a dimension whose KL is below the floor
-  is not pushed further down (zero gradient), so it is not switched off;
+  is not pushed further down (zero gradient), so it is not switched off. With
+  ``free_bits_during_warmup`` the floor holds only while the warm-up ramps (λ = 0 from
+  ``warmup_steps`` on): it keeps the code in use while the decoder learns to read it, and
+  from then on the objective is the model's own, unfloored;
 * controlled capacity (Burgess et al. 2018), when ``capacity_max`` is set:
   ``γ · |Σ_i KL_i − C(t)|`` with C(t) ramped linearly from 0 to ``capacity_max`` nats over
   ``capacity_steps``.
@@ -42,6 +45,7 @@ class KLSchedule:
         cycle_steps: period of cyclical annealing (0: none). Excludes ``warmup_steps``.
         cycle_ratio: fraction of each cycle spent ramping up.
         free_bits: floor λ per latent dimension, nats (0: none).
+        free_bits_during_warmup: hold the floor only until the warm-up ends (False: throughout).
         capacity_max: final capacity C in nats; enables the capacity objective.
         capacity_steps: steps over which C ramps linearly from 0 to ``capacity_max``.
         gamma: weight γ of the capacity objective (Burgess et al. use 1000 for dSprites).
@@ -53,6 +57,7 @@ class KLSchedule:
         cycle_steps: int = 0,
         cycle_ratio: float = 0.5,
         free_bits: float = 0.0,
+        free_bits_during_warmup: bool = False,
         capacity_max: float | None = None,
         capacity_steps: int = 0,
         gamma: float = 1000.0,
@@ -69,7 +74,12 @@ class KLSchedule:
                 "warmup_steps, cycle_steps and free_bits at 0 with it."
             )
         self.warmup_steps, self.cycle_steps, self.cycle_ratio = warmup_steps, cycle_steps, cycle_ratio
-        self.free_bits = free_bits
+        if free_bits_during_warmup and not warmup_steps:
+            raise ConfigError(
+                "kl_schedule.free_bits_during_warmup holds the floor until the warm-up ends, and there is no "
+                "warm-up: set kl_schedule.warmup_steps > 0, or free_bits_during_warmup=false to hold it throughout."
+            )
+        self.free_bits, self.free_bits_during_warmup = free_bits, bool(free_bits_during_warmup)
         self.capacity_max, self.capacity_steps, self.gamma = capacity_max, capacity_steps, gamma
         self.step = 0
 
@@ -106,6 +116,12 @@ class KLSchedule:
             return min(1.0, (step % self.cycle_steps) / ramp)
         return 1.0
 
+    def floor(self, step: int | None = None) -> float:
+        """λ(t), the free-bits floor per dimension in nats at ``step`` (0: none, or lifted)."""
+        step = self.step if step is None else step
+        lifted = self.free_bits_during_warmup and step >= self.warmup_steps
+        return 0.0 if lifted else float(self.free_bits)
+
     def capacity(self, step: int | None = None) -> float | None:
         """C(t) in nats, or None when the capacity objective is off."""
         if self.capacity_max is None:
@@ -121,8 +137,9 @@ class KLSchedule:
         capacity = self.capacity()
         if capacity is not None:
             return self.gamma * (kl_per_dim.sum() - capacity).abs()
-        if self.free_bits:
-            kl_per_dim = torch.clamp(kl_per_dim, min=self.free_bits)
+        floor = self.floor()
+        if floor:
+            kl_per_dim = torch.clamp(kl_per_dim, min=floor)
         return beta * self.weight() * kl_per_dim.sum()
 
     # ----------------------------------------------------------------- state

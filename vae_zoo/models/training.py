@@ -150,7 +150,7 @@ class LightningTraining(L.LightningModule):
 
     def _log_schedule(self) -> None:
         """The weighting the step's loss used: train/beta = β·w(t) (or train/capacity = C(t)
-        nats), and train/free_bits = λ nats per dimension when set. Python floats, no sync. A model whose loss has no
+        nats), and train/free_bits = λ(t) nats per dimension when a floor is set (0 once lifted). Python floats, no sync. A model whose loss has no
         KL weight (it honours no schedule: IWAE's bound, the VQ-VAEs) logs none."""
         if not self.capabilities.kl_schedules:
             return
@@ -160,7 +160,7 @@ class LightningTraining(L.LightningModule):
         else:
             self.log("train/capacity", capacity, on_step=True, on_epoch=False)
         if self.kl_schedule.free_bits:
-            self.log("train/free_bits", float(self.kl_schedule.free_bits), on_step=True, on_epoch=False)
+            self.log("train/free_bits", self.kl_schedule.floor(), on_step=True, on_epoch=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.check_finite()  # raising here stops the save: no checkpoint of a diverged model
