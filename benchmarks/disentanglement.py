@@ -5,7 +5,8 @@
     python benchmarks/disentanglement.py table results.jsonl
 
 ``run`` trains each (model, seed) with vae_zoo's own defaults for the data (learning rate, KL
-warm-up, batch size: conf/training/sprites.yaml) and the objective's paper weight (β-VAE β = 4,
+warm-up with its free-bits floor, gradient clipping, batch size: conf/training/sprites.yaml) and
+the objective's paper weight (β-VAE β = 4,
 Higgins et al. 2017; β-TCVAE α = γ = 1, β = 6, Chen et al. 2018; FactorVAE γ = 6.4, Kim & Mnih
 2018; DIP-VAE-I λ_od = 10, λ_d = 100, Kumar et al. 2018), then scores the posterior means of the
 2000 held-out test sprites with MIG, the FactorVAE score (majority vote) and DCI (gradient-boosted

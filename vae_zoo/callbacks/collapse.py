@@ -66,9 +66,11 @@ class PosteriorCollapseWatch(Callback):
             f"{trainer.global_step}): {active} of "
             f"{pl_module.latent_dim} latent units active (variance of E[z|x] > {ACTIVE_UNIT_THRESHOLD}) and val/kl = "
             f"{kl:.3g} nats per example with the KL at full weight: the decoder ignores z and the reconstructions "
-            f"are the mean image. Remedies: a longer warm-up (kl_schedule=warmup model.kl_schedule.warmup_steps="
-            f"{2 * warmup}), free bits (kl_schedule=free_bits model.kl_schedule.free_bits=0.25), a lower learning "
-            f"rate (model.optimizer.lr={lr / 2:g}), or a smaller weight on the KL (model.beta)."
+            f"are the mean image. Remedies: a longer warm-up with a free-bits floor held while it ramps "
+            f"(kl_schedule=warmup_free_bits model.kl_schedule.warmup_steps={2 * warmup} model.kl_schedule.free_bits=0.5 "
+            f"model.kl_schedule.free_bits_during_warmup=true), free bits throughout (kl_schedule=free_bits "
+            f"model.kl_schedule.free_bits=0.25), a lower learning rate (model.optimizer.lr={lr / 2:g}), or a smaller "
+            f"weight on the KL (model.beta)."
         )
 
     def state_dict(self) -> dict[str, Any]:
