@@ -17,6 +17,8 @@ from conftest import REPO, TINY_DATA, TINY_SPRITES, make_vq_vae_run
 
 # options that only make sense together with another choice
 COMPANIONS = {"conv_grid": ["model=vq_vae"]}
+# groups of parts that model configs include, not chosen in train.yaml's defaults: added with +
+PARTS = {"training_override"}
 GROUPS = {p.name: sorted(f.stem for f in p.glob("*.yaml")) for p in config_dir().iterdir() if p.is_dir()}
 
 
@@ -27,7 +29,7 @@ def test_config_dir_is_the_source_conf():
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, options in GROUPS.items() for o in options])
 def test_every_config_composes_and_builds(group, option, tmp_path, mnist_root):
-    overrides = [f"{group}={option}", *COMPANIONS.get(option, [])]
+    overrides = [f"{'+' if group in PARTS else ''}{group}={option}", *COMPANIONS.get(option, [])]
     if (group, option) == ("data", "mnist"):  # training=mnist picks MNIST's settings for the default data
         overrides += [f"paths.data_dir={mnist_root}", "data.download=false"]
     if option == "vq_prior":  # a second stage: it needs a VQ-VAE run to build on
@@ -49,6 +51,19 @@ def test_likelihood_follows_data_and_cli_wins(tmp_path):
     assert compose_config(["data=mnist"], output_dir=tmp_path).likelihood._target_.endswith("Bernoulli")
     cfg = compose_config(["data=mnist", "likelihood=gaussian", "likelihood.sigma=0.3"], output_dir=tmp_path)
     assert cfg.model.likelihood.sigma == 0.3 and cfg.model.likelihood._target_.endswith("Gaussian")
+
+
+@pytest.mark.parametrize("data", ["sprites", "dsprites"])
+def test_the_clip_that_guards_the_sprites_floor_is_off_for_beta_tcvae_which_has_no_floor(data, tmp_path):
+    vae = compose_config([f"data={data}"], output_dir=tmp_path)
+    assert vae.trainer.gradient_clip_val == 50 and vae.model.kl_schedule.free_bits == 0.5
+    tc = compose_config([f"data={data}", "model=beta_tcvae"], output_dir=tmp_path)
+    assert tc.trainer.gradient_clip_val is None and "free_bits" not in tc.model.kl_schedule
+    assert (
+        build(compose_config(["model=beta_tcvae", *TINY_DATA], output_dir=tmp_path)).trainer.gradient_clip_val is None
+    )
+    asked = compose_config([f"data={data}", "model=beta_tcvae", "trainer.gradient_clip_val=5"], output_dir=tmp_path)
+    assert asked.trainer.gradient_clip_val == 5  # the command line still wins
 
 
 def test_build_without_hydra_cli(tmp_path):
