@@ -4,6 +4,7 @@ import csv
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
 from vae_zoo.support.checkpoint_files import load_checkpoint
@@ -99,9 +100,11 @@ def check_variant_runs(log_dir: Path, variants: list[str] = VARIANTS) -> None:
         else:
             assert "val/kl_dim/0" in logged
             assert ("train/beta" in logged) == (model != "iwae")  # IWAE's bound has no KL weight to log
-        if model == "beta_vae":  # β = 4 under the default KL warm-up: β·min(1, step / 1500) at each step
+        if model == "beta_vae":  # β = 4 under the data's KL warm-up: β·min(1, step / warmup_steps) at each step
+            warmup = yaml.safe_load((run / "config.yaml").read_text())["model"]["kl_schedule"]["warmup_steps"]
+            assert warmup in (1500, 3000)  # the sprites' and MNIST's
             betas = [(int(row["step"]), float(row["train/beta"])) for row in rows if row.get("train/beta")]
-            assert betas and all(abs(beta - 4.0 * min(1.0, step / 1500)) < 1e-6 for step, beta in betas), betas
+            assert betas and all(abs(beta - 4.0 * min(1.0, step / warmup)) < 1e-6 for step, beta in betas), betas
 
 
 @pytest.mark.slow
