@@ -232,3 +232,84 @@ def test_a_runs_cpu_settings_flush_denormals_when_it_says_so():
         for mode in ("on", "off")
     }
     assert out["off"] > 0 and out["on"] == 0.0
+
+
+class StepHooks(L.Callback):
+    """Records, per training step, the step hooks Lightning calls on callbacks, in order."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def on_before_zero_grad(self, trainer, module, optimizer):
+        self.calls.append("on_before_zero_grad")
+
+    def on_before_backward(self, trainer, module, loss):
+        self.calls.append("on_before_backward")
+
+    def on_after_backward(self, trainer, module):
+        self.calls.append("on_after_backward")
+
+    def on_before_optimizer_step(self, trainer, module, optimizer):
+        self.calls.append("on_before_optimizer_step")
+
+
+HOOKS = ["+callbacks.step_hooks._target_=test_fast_paths.StepHooks"]
+
+
+def test_the_models_own_step_trains_exactly_as_lightnings_automatic_loop(tmp_path, monkeypatch):
+    # the sprites clip at 50 (the own step's clip path); every step logs, grad_norm included
+    args = [*RUN, *CLOCK, *HOOKS, "trainer.log_every_n_steps=1", "trainer.gradient_clip_val=20"]
+    own = train(compose_config(args, output_dir=tmp_path / "own"))
+    model = own.experiment.model
+    assert model.steps_its_own_optimizer and not model.automatic_optimization and model.gradient_clip == (20, "norm")
+    monkeypatch.setattr(ELBOModule, "take_over_the_step", lambda self, **kwargs: False)
+    automatic = train(compose_config(args, output_dir=tmp_path / "automatic"))
+    assert automatic.experiment.model.automatic_optimization and automatic.experiment.trainer.gradient_clip_val == 20
+
+    assert own.experiment.trainer.global_step == automatic.experiment.trainer.global_step == 16
+    assert metrics_rows(tmp_path / "own") == metrics_rows(tmp_path / "automatic")  # every logged value, every step
+    assert clock(own).norms == clock(automatic).norms and min(clock(own).norms) <= 20 + 1e-4  # the clip held
+    logged = [float(r["train/grad_norm"]) for r in metrics_rows(tmp_path / "own") if r.get("train/grad_norm")]
+    assert max(logged) > 20  # ... and it clipped
+    hooks = ["on_before_zero_grad", "on_before_backward", "on_after_backward", "on_before_optimizer_step"]
+    [own_hooks] = [c for c in own.experiment.trainer.callbacks if isinstance(c, StepHooks)]
+    [automatic_hooks] = [c for c in automatic.experiment.trainer.callbacks if isinstance(c, StepHooks)]
+    assert own_hooks.calls == automatic_hooks.calls == hooks * 16
+    for (name, a), b in zip(model.state_dict().items(), automatic.experiment.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["trainer.accumulate_grad_batches=2", "+model.lr_scheduler._target_=torch.optim.lr_scheduler.StepLR"],
+)
+def test_what_needs_lightnings_automatic_loop_keeps_it(setting, tmp_path):
+    extra = (
+        ["+model.lr_scheduler._partial_=true", "+model.lr_scheduler.step_size=1"] if "lr_scheduler" in setting else []
+    )
+    experiment = build(compose_config([*RUN, setting, *extra], output_dir=tmp_path))
+    assert experiment.model.automatic_optimization and not experiment.model.steps_its_own_optimizer
+    assert experiment.trainer.gradient_clip_val == 50 and experiment.model.gradient_clip is None
+
+
+def test_a_run_saved_by_lightnings_automatic_loop_resumes_under_the_own_step_at_its_step(tmp_path, monkeypatch):
+    """A checkpoint of a run saved before the model made its own step (or by a setting that keeps
+    the automatic loop) counts its steps in the other progress tracker: it resumes at its step,
+    with its warm-up where it was, and ends as an unbroken run does."""
+    args = [*RUN, "kl_schedule=warmup", "model.kl_schedule.warmup_steps=20"]
+    straight = train(compose_config([*args, "trainer.max_epochs=2"], output_dir=tmp_path / "straight"))
+    with monkeypatch.context() as patch:
+        patch.setattr(ELBOModule, "take_over_the_step", lambda self, **kwargs: False)
+        train(compose_config([*args, "trainer.max_epochs=1"], output_dir=tmp_path / "first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 8
+    resumed = train(
+        compose_config([*args, "trainer.max_epochs=2", f"ckpt_path={last}"], output_dir=tmp_path / "resumed")
+    )
+    assert resumed.experiment.model.steps_its_own_optimizer
+    assert resumed.experiment.trainer.global_step == 16
+    rows = metrics_rows(tmp_path / "resumed")
+    assert [r["train/beta"] for r in rows if r.get("train/beta")] == [
+        r["train/beta"] for r in metrics_rows(tmp_path / "straight") if r.get("train/beta")
+    ]  # the warm-up went on from step 8, as in the unbroken run
+    assert resumed.metrics["val/elbo"] == pytest.approx(straight.metrics["val/elbo"], rel=1e-5)

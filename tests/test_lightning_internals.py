@@ -105,3 +105,13 @@ def test_the_callback_dispatch_was_copied_from_the_installed_lightning():
     assert hashlib.sha256(source.encode()).hexdigest()[:16] == internals.COPIED_CALL_CALLBACK_HOOKS
     assert internals.skip_callback_hooks_that_do_nothing()
     assert call._call_callback_hooks is internals.call_callback_hooks_that_do_something
+
+
+def test_the_callbacks_a_hook_calls_are_worked_out_again_when_the_list_changes():
+    quiet, loud = L.Callback(), Recorder([])
+    callbacks = [quiet]
+    assert internals.callbacks_that_do_something(callbacks, "on_train_batch_end") == []
+    callbacks.append(loud)  # in place, as a trainer's callback list may change
+    assert internals.callbacks_that_do_something(callbacks, "on_train_batch_end") == [loud]
+    assert internals.callbacks_that_do_something(callbacks, "on_train_batch_end", monitoring_callbacks=True) == []
+    assert internals.callbacks_that_do_something([loud, quiet], "on_train_batch_end") == [loud]

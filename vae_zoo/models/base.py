@@ -40,8 +40,9 @@ from vae_zoo.blocks.likelihoods import DiagonalGaussian, Likelihood
 from vae_zoo.blocks.schedules import KLSchedule
 from vae_zoo.blocks.stats import LOG_2PI, repeat_batch, standard_normal_log_prob
 from vae_zoo.errors import ConfigError
+from vae_zoo.models.optimisation import OptimizerFactory, SchedulerFactory
 from vae_zoo.models.terms import Capabilities, ELBOTerms, ImportanceSamples
-from vae_zoo.models.training import LightningTraining, OptimizerFactory, SchedulerFactory
+from vae_zoo.models.training import LightningTraining
 from vae_zoo.nets import nets_must_fit
 
 

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from vae_zoo.errors import ConfigError, check_non_negative
 from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms
-from vae_zoo.models.training import OptimizerFactory, plain_arguments
+from vae_zoo.models.optimisation import OptimizerFactory, plain_arguments
 
 
 def permute_dims(z: Tensor) -> Tensor:
@@ -62,7 +62,6 @@ class FactorVAE(ELBOModule):
         self.discriminator_optimizer_factory: Callable[..., torch.optim.Optimizer] = plain_arguments(
             discriminator_optimizer
         ) or (lambda params: torch.optim.Adam(params, lr=1e-4, betas=(0.5, 0.9)))
-        self.gradient_clip: tuple[float, str] | None = None  # set by the experiment from the trainer config
 
     def regulariser(self, terms: ELBOTerms) -> Tensor:
         logits = self.discriminator(terms.z)

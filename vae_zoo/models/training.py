@@ -1,7 +1,10 @@
 """How an ELBO model trains under Lightning: the plumbing :class:`~vae_zoo.models.base.ELBOModule`
 inherits, so that ``models/base.py`` shows only the maths.
 
-* The steps: ``training_step`` minimises ``batch_terms(batch).loss``; validation and test add
+* The steps: ``training_step`` minimises ``batch_terms(batch).loss``, by the model's own
+  optimisation step (:meth:`LightningTraining.optimisation_step`, Lightning's manual mode: the
+  automatic loop's closure and wrappers cost about 300 Python calls a step) when nothing needs
+  Lightning's automatic loop (:meth:`LightningTraining.take_over_the_step`); validation and test add
   each batch to exact per-example means (:class:`~vae_zoo.blocks.stats.ExampleMeans`, reduced across DDP
   ranks once at epoch end) and log ``<stage>/loss|elbo|recon|kl|bits_per_dim``,
   ``<stage>/kl_dim/<i>`` and ``<stage>/active_units`` (and per layer for hierarchies).
@@ -22,14 +25,11 @@ inherits, so that ``models/base.py`` shows only the maths.
 
 from __future__ import annotations
 
-import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import lightning as L
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from vae_zoo.blocks.stats import (
@@ -42,12 +42,10 @@ from vae_zoo.blocks.stats import (
     bits_per_dim,
     metric_key,
 )
-from vae_zoo.errors import ConfigError, NonFiniteLossError
+from vae_zoo.errors import NonFiniteLossError
+from vae_zoo.models.optimisation import OptimisationStep, plain, plain_arguments
 from vae_zoo.models.terms import ELBOTerms
-from vae_zoo.support.lightning_internals import logs_reach_a_logger
-
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
-SchedulerFactory = Callable[..., Any]
+from vae_zoo.support.lightning_internals import carry_step_count, logs_reach_a_logger
 
 #: constructor arguments that are objects built from the config: saved as modules or state, not
 #: as hyperparameters
@@ -65,25 +63,7 @@ NOT_HYPERPARAMETERS = (
 )
 
 
-def plain(value: Any) -> Any:
-    """An OmegaConf container as plain Python (dicts, lists), anything else as it is: what a
-    checkpoint read with ``weights_only=True`` can hold."""
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
-
-
-def plain_arguments(factory: Any) -> Any:
-    """A Hydra ``_partial_`` factory with its list and dict arguments as plain Python containers.
-
-    Hydra passes a list from a config (``betas: [0.5, 0.9]``) as an OmegaConf ``ListConfig``, and
-    torch 2.6 (the floor; 2.15 does not) keeps an optimizer's arguments as given in its
-    ``param_groups``: the checkpoint then holds an OmegaConf object, which a weights-only read
-    refuses (found by the test suite at the dependency floors)."""
-    if isinstance(factory, functools.partial):
-        return functools.partial(factory.func, *factory.args, **{k: plain(v) for k, v in factory.keywords.items()})
-    return factory
-
-
-class LightningTraining(L.LightningModule):
+class LightningTraining(OptimisationStep):
     """Steps, logging, clipping, the NaN watch, optimizers and checkpoint state of an ELBO model
     (the module docstring). The model class provides ``batch_terms``, ``kl_schedule``,
     ``capabilities``, ``latent_dim``, ``data_dim``, ``beta`` and ``latent_layers``."""
@@ -91,6 +71,15 @@ class LightningTraining(L.LightningModule):
     #: optimizer steps per training batch; Lightning's global_step counts each optimizer's steps
     #: (FactorVAE's two), and the KL schedule counts batches, the same for every variant
     optimizer_steps_per_batch: int = 1
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets _current_fx_name before and after every hook it calls (30 times a step);
+        # nn.Module's __setattr__ first asks whether the value is a parameter, module or buffer
+        # (three isinstance checks through Python-level metaclass hooks). It is a plain attribute.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def save_plain_hyperparameters(self) -> None:
         """The constructor's plain arguments as hyperparameters (checkpoints load weights-only)."""
@@ -112,6 +101,54 @@ class LightningTraining(L.LightningModule):
         # that watching every step costs no host sync; read by check_finite()
         self.register_buffer("first_non_finite_step", torch.tensor(-1, dtype=torch.long), persistent=False)
         self._step_reaches_logger = True  # set by each training step (step_reaches_logger)
+        #: (clip value, "norm" | "value") when the model clips its own steps (manual optimisation:
+        #: Lightning then refuses trainer-level clipping), else None; set by :meth:`take_over_the_step`
+        self.gradient_clip: tuple[float, str] | None = None
+        self.steps_its_own_optimizer = False  # the single-optimizer step below, set by take_over_the_step
+
+    # ----------------------------------------------------- who makes the optimisation step
+    def take_over_the_step(
+        self,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+        accumulate_grad_batches: int = 1,
+        precision: Any = "32-true",
+    ) -> bool:
+        """Make the optimisation step this model's own (Lightning's manual optimisation), when it
+        can be made exactly as Lightning's automatic loop makes it, and take the trainer's
+        gradient clipping with it. Returns whether it did (then build the trainer with
+        ``gradient_clip_val=None``: Lightning refuses trainer-level clipping in manual mode).
+
+        A model with optimizers of its own (``capabilities.manual_optimization``: FactorVAE) always
+        does. A single-optimizer model does unless something needs Lightning's automatic loop: an
+        LR scheduler (Lightning steps those only in automatic mode), gradient accumulation, a
+        float16 gradient scaler, or a variant that overrides a step hook (``training_step``,
+        ``optimizer_step``, ``optimizer_zero_grad``, ``backward``, ``on_before_optimizer_step``). Why: the automatic loop wraps
+        each step in a closure, an optimizer wrapper and seven hook dispatches (about 400 Python
+        calls a step); :meth:`optimisation_step` makes the same step, calling every hook a callback
+        or the model overrides (BENCHMARKS.md, "Framework overhead")."""
+        own = self.capabilities.manual_optimization or (
+            self.lr_scheduler_factory is None
+            and accumulate_grad_batches == 1
+            and str(precision) not in ("16", "16-mixed")
+            and all(
+                getattr(type(self), hook) is getattr(LightningTraining, hook)
+                for hook in (
+                    "training_step",
+                    "optimizer_step",
+                    "optimizer_zero_grad",
+                    "backward",
+                    "on_before_optimizer_step",
+                )
+            )
+        )
+        if not own:
+            return False
+        self.automatic_optimization = False
+        self.steps_its_own_optimizer = not self.capabilities.manual_optimization
+        if gradient_clip_val:
+            self.gradient_clip = (float(gradient_clip_val), gradient_clip_algorithm or "norm")
+        return True
 
     # ------------------------------------------------------------- Lightning steps
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -121,6 +158,8 @@ class LightningTraining(L.LightningModule):
         terms = self.batch_terms(batch)
         self._watch_finite(terms.loss)
         self.log_training_step(terms, batch_size=batch["image"].shape[0])
+        if self.steps_its_own_optimizer:
+            self.optimisation_step(terms.loss)
         return terms.loss
 
     def log_training_step(self, terms: ELBOTerms, batch_size: int) -> None:
@@ -167,6 +206,8 @@ class LightningTraining(L.LightningModule):
         checkpoint["kl_schedule"] = self.kl_schedule.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a run saved by the other loop (automatic <-> the model's own step) keeps its step count
+        carry_step_count(checkpoint, to_manual=not self.automatic_optimization)
         if "kl_schedule" in checkpoint:
             self.kl_schedule.load_state_dict(checkpoint["kl_schedule"])
 
@@ -242,45 +283,6 @@ class LightningTraining(L.LightningModule):
             or bool(trainer.fast_dev_run)
         )
 
-    def configure_gradient_clipping(
-        self,
-        optimizer: torch.optim.Optimizer,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        """Clip by the total gradient norm as Lightning does (``trainer.gradient_clip_val``), and
-        log that norm as ``train/grad_norm`` on the logging steps (also when nothing clips).
-
-        Lightning's clip multiplies every gradient by min(1, max_norm / norm) at every step, so
-        that a GPU never waits for the norm. On the CPU there is nothing to wait for: the
-        multiply runs only when it clips (it cost 0.16 ms of an MLP step for nothing). A
-        gradient scaler (``16-mixed``), value clipping and sharded strategies keep Lightning's
-        own path, which knows how to unscale and gather."""
-        from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
-
-        trainer = self.trainer
-        plain = (
-            gradient_clip_algorithm in (None, "norm")
-            and getattr(trainer.precision_plugin, "scaler", None) is None
-            and isinstance(trainer.strategy, (SingleDeviceStrategy, DDPStrategy))
-        )
-        if not plain:
-            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-            return
-        logging = self._step_reaches_logger
-        if not gradient_clip_val and not logging:
-            return
-        parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if not parameters:
-            return
-        norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
-        if logging:
-            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
-        if not gradient_clip_val:
-            return
-        if norm.device.type != "cpu" or float(gradient_clip_val) / (float(norm) + 1e-6) < 1.0:  # torch's own test
-            torch.nn.utils.clip_grads_with_norm_(parameters, gradient_clip_val, norm)
-
     def _log_terms(self, stage: str, terms: ELBOTerms, batch_size: int) -> None:
         """Training terms, per step (they reach the logger every log_every_n_steps; only
         on_step, so the keys stay exactly as named: Lightning appends _step/_epoch when both
@@ -321,28 +323,3 @@ class LightningTraining(L.LightningModule):
             "model.optimizer.lr, lower trainer.gradient_clip_val, or check the data scaling for the likelihood, "
             "then start again or resume with ckpt_path=last."
         )
-
-    def configure_optimizers(self) -> Any:
-        return self.configure_optimizers_for(self.parameters())
-
-    def configure_optimizers_for(self, parameters: Any) -> Any:
-        """The configured optimizer (and LR scheduler) over ``parameters``."""
-        try:
-            optimizer = self.optimizer_factory(parameters)
-        except TypeError as error:
-            if "fused" not in str(error):
-                raise
-            raise ConfigError(
-                f"The configured optimizer does not take `fused` ({error}); the model configs ask for torch's fused "
-                "Adam kernel. Drop it for this optimizer with ~model.optimizer.fused on the command line."
-            ) from error
-        if self.lr_scheduler_factory is None:
-            return optimizer
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": self.lr_scheduler_factory(optimizer),
-                "interval": self.lr_scheduler_interval,
-                "monitor": self.lr_scheduler_monitor,
-            },
-        }

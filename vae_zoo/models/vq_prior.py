@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from vae_zoo.errors import ConfigError
 from vae_zoo.models.base import Capabilities, ELBOModule, ELBOTerms, ImportanceSamples
-from vae_zoo.models.training import OptimizerFactory
+from vae_zoo.models.optimisation import OptimizerFactory
 from vae_zoo.models.vq_vae import VQVAE
 
 #: Batch keys of the training split's cached codes (filled in at the start of fit).

@@ -92,12 +92,12 @@ def build(cfg: DictConfig) -> Experiment:
     if cfg.get("channels_last"):
         use_channels_last(model)
     trainer_overrides = {}
-    if model.capabilities.manual_optimization and cfg.trainer.get("gradient_clip_val"):
-        # Lightning refuses trainer-level clipping with manual optimisation: the model clips its own steps
-        model.gradient_clip = (
-            float(cfg.trainer.gradient_clip_val),
-            cfg.trainer.get("gradient_clip_algorithm") or "norm",
-        )
+    if model.take_over_the_step(
+        gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
+        gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm"),
+        accumulate_grad_batches=cfg.trainer.get("accumulate_grad_batches", 1),
+        precision=cfg.trainer.get("precision", "32-true"),
+    ):  # the model makes its own optimisation step (fewer calls a step), and clips it itself
         trainer_overrides["gradient_clip_val"] = None
     check_targets(cfg.get("logger"), "logger")  # an optional package that is missing: said now, with its extra
     callbacks = instantiate_all(cfg.get("callbacks"), origin)
