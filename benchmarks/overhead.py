@@ -50,6 +50,8 @@ import lightning as L
 
 WARMUP_STEPS = 20
 BATCH_SIZE = 128
+#: config overrides both loops build their model with (``--overrides``), e.g. a tiny net
+NET_OVERRIDES: list[str] = []
 
 
 # ------------------------------------------------------------------------ one process
@@ -89,6 +91,7 @@ def vae_zoo_overrides(net: str, mnist_root: str, extra: list[str], out: Path) ->
         "data.download=false",
         "trainer.max_epochs=1",
         "test=false",
+        *NET_OVERRIDES,
         "+callbacks.step_clock._target_=__main__.StepClock",
         f"+callbacks.step_clock.path={out}",
         *(flags.get(word, word) for word in extra),
@@ -116,7 +119,8 @@ def run_plain(net: str, mnist_root: str, words: list[str], out: Path) -> None:
 
         assert keep_freed_memory()
     cfg = compose_config(
-        ["data=mnist", f"net={net}", f"data.root={mnist_root}", "data.download=false"], output_dir="unused"
+        ["data=mnist", f"net={net}", f"data.root={mnist_root}", "data.download=false", *NET_OVERRIDES],
+        output_dir="unused",
     )
     torch.manual_seed(cfg.seed)
     datamodule = instantiate(cfg.data)
@@ -169,6 +173,8 @@ def measure(source: Path, variant: str, net: str, mnist_root: str, scratch: Path
         mnist_root,
         "--out",
         str(out),
+        "--overrides",
+        *NET_OVERRIDES,
         "--words",
         *words,
     ]
@@ -197,11 +203,19 @@ def main() -> None:
         "--source", action="append", default=[], help="name=folder of another checkout: adds its vae_zoo variant"
     )
     parser.add_argument("--baseline", default="plain", help="the variant every ratio is to (e.g. 'plain cuda')")
+    parser.add_argument(
+        "--overrides",
+        nargs="*",
+        default=[],
+        help="config overrides both loops build their model with, e.g. a tiny net whose step is nearly all "
+        "fixed per-step cost: 'model.encoder.hidden=[8]' 'model.decoder.hidden=[8]' model.latent_dim=2",
+    )
     parser.add_argument("--worker", choices=["plain", "vae_zoo"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--words", nargs="*", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     mnist_root = str(Path(args.mnist_root).resolve())
+    NET_OVERRIDES[:] = args.overrides
     if args.worker:
         run = run_plain if args.worker == "plain" else run_vae_zoo
         run(args.nets[0], mnist_root, args.words, Path(args.out))
@@ -251,6 +265,7 @@ def main() -> None:
         "variant",
         "img/s (steps 21+)",
         f"ratio to {args.baseline}",
+        f"ms a step over {args.baseline}",
         "epoch s",
         f"epoch / {args.baseline} epoch",
     ):
@@ -261,11 +276,13 @@ def main() -> None:
             runs = results[(net, label)]
             rate_ratio = [r["img_per_s"] / p["img_per_s"] for r, p in zip(runs, plain)]
             epoch_ratio = [r["epoch_s"] / p["epoch_s"] for r, p in zip(runs, plain)]
+            step_ms_over = [1e3 * BATCH_SIZE * (1 / r["img_per_s"] - 1 / p["img_per_s"]) for r, p in zip(runs, plain)]
             table.add_row(
                 net,
                 escape(label),
                 spread([r["img_per_s"] for r in runs]),
                 spread(rate_ratio, 2),
+                spread(step_ms_over, 2),
                 spread([r["epoch_s"] for r in runs], 2),
                 spread(epoch_ratio, 2),
             )
