@@ -15,8 +15,10 @@ active at the end (val/active_units = 0). One JSON line per run is appended to `
 finishes, so a long sweep can be split over processes (``taskset -c 0`` / ``-c 1``, ``--threads 1``)
 and resumed: runs already in the file are skipped.
 
-``table`` prints, per model, the median and [min, max] over seeds of each score, the val ELBO and
-the number of collapsed seeds, as a Markdown table.
+``table`` prints, per model, the median and [min, max] over seeds of each score (and MIG's mean
+over seeds ± its standard error), the val ELBO and the number of collapsed seeds, as a Markdown
+table; then each objective's MIG minus the VAE's of the same seed (a seed gives every objective the
+same init and data order), mean ± standard error over seeds.
 """
 
 from __future__ import annotations
@@ -133,21 +135,41 @@ def table(args: argparse.Namespace) -> None:
         groups.setdefault(
             (row["sprite_size"], row["image_size"], tuple(row.get("overrides", ())), row["model"]), []
         ).append(row)
-    print("| sprites | model | seeds | MIG | FactorVAE score | DCI D | DCI C | DCI I | val ELBO | collapsed | s/run |")
-    print("|---|---|---:|---|---|---|---|---|---|---:|---:|")
+    print(
+        "| sprites | model | seeds | MIG | MIG mean ± se | FactorVAE score | DCI D | DCI C | DCI I | val ELBO | "
+        "collapsed | s/run |"
+    )
+    print("|---|---|---:|---|---|---|---|---|---|---|---:|---:|")
     for (sprite, size, overrides, model), runs in groups.items():
 
         def spread(name: str, digits: int = 3, runs: list[dict] = runs) -> str:
             values = [r[name] for r in runs]
             return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"
 
+        def mean_and_standard_error(name: str, runs: list[dict] = runs) -> str:
+            """Mean over seeds ± its standard error (the seeds' standard deviation / sqrt(n))."""
+            values = [r[name] for r in runs]
+            se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
+            return f"{statistics.fmean(values):.3f} ± {se:.3f}"
+
         setting = f"size {sprite}, {size}px" + (f", {' '.join(overrides)}" if overrides else "")
         print(
-            f"| {setting} | {model} | {len(runs)} | {spread('mig')} | {spread('factor_vae_score')} | "
+            f"| {setting} | {model} | {len(runs)} | {spread('mig')} | {mean_and_standard_error('mig')} | "
+            f"{spread('factor_vae_score')} | "
             f"{spread('dci_disentanglement')} | {spread('dci_completeness')} | {spread('dci_informativeness')} | "
             f"{spread('val_elbo', 1)} | {sum(r['collapsed'] for r in runs)} of {len(runs)} | "
             f"{statistics.median(r['train_seconds'] for r in runs):.0f} |"
         )
+    # A seed gives every objective the same init and data order, so differences by seed are paired.
+    print("\nMIG minus the VAE's of the same seed (same sprites, the VAE without overrides), mean ± se over seeds:")
+    for (sprite, size, overrides, model), runs in groups.items():
+        vae = {r["seed"]: r["mig"] for r in groups.get((sprite, size, (), "vae"), [])}
+        differences = [r["mig"] - vae[r["seed"]] for r in runs if r["seed"] in vae]
+        if model == "vae" and not overrides or len(differences) < 2:
+            continue
+        se = statistics.stdev(differences) / len(differences) ** 0.5
+        setting = f"size {sprite}, {size}px" + (f", {' '.join(overrides)}" if overrides else "")
+        print(f"- {setting}, {model}: {statistics.fmean(differences):+.3f} ± {se:.3f} ({len(differences)} seeds)")
 
 
 def main() -> None:
