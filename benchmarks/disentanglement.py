@@ -128,6 +128,16 @@ def run(args: argparse.Namespace) -> None:
             )
 
 
+def mean_and_standard_error(values: list[float]) -> tuple[float, float]:
+    """The mean over seeds and its standard error (the seeds' standard deviation / sqrt(n))."""
+    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
+    return statistics.fmean(values), se
+
+
+def setting_label(sprite: float, size: int, overrides: tuple[str, ...]) -> str:
+    return f"size {sprite}, {size}px" + (f", {' '.join(overrides)}" if overrides else "")
+
+
 def table(args: argparse.Namespace) -> None:
     rows = [json.loads(line) for path in args.results for line in Path(path).read_text().splitlines() if line]
     groups: dict[tuple, list[dict]] = {}
@@ -146,15 +156,10 @@ def table(args: argparse.Namespace) -> None:
             values = [r[name] for r in runs]
             return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"
 
-        def mean_and_standard_error(name: str, runs: list[dict] = runs) -> str:
-            """Mean over seeds ± its standard error (the seeds' standard deviation / sqrt(n))."""
-            values = [r[name] for r in runs]
-            se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
-            return f"{statistics.fmean(values):.3f} ± {se:.3f}"
-
-        setting = f"size {sprite}, {size}px" + (f", {' '.join(overrides)}" if overrides else "")
+        mig_mean, mig_se = mean_and_standard_error([r["mig"] for r in runs])
         print(
-            f"| {setting} | {model} | {len(runs)} | {spread('mig')} | {mean_and_standard_error('mig')} | "
+            f"| {setting_label(sprite, size, overrides)} | {model} | {len(runs)} | {spread('mig')} | "
+            f"{mig_mean:.3f} ± {mig_se:.3f} | "
             f"{spread('factor_vae_score')} | "
             f"{spread('dci_disentanglement')} | {spread('dci_completeness')} | {spread('dci_informativeness')} | "
             f"{spread('val_elbo', 1)} | {sum(r['collapsed'] for r in runs)} of {len(runs)} | "
@@ -167,9 +172,8 @@ def table(args: argparse.Namespace) -> None:
         differences = [r["mig"] - vae[r["seed"]] for r in runs if r["seed"] in vae]
         if model == "vae" and not overrides or len(differences) < 2:
             continue
-        se = statistics.stdev(differences) / len(differences) ** 0.5
-        setting = f"size {sprite}, {size}px" + (f", {' '.join(overrides)}" if overrides else "")
-        print(f"- {setting}, {model}: {statistics.fmean(differences):+.3f} ± {se:.3f} ({len(differences)} seeds)")
+        mean, se = mean_and_standard_error(differences)
+        print(f"- {setting_label(sprite, size, overrides)}, {model}: {mean:+.3f} ± {se:.3f} ({len(differences)} seeds)")
 
 
 def main() -> None:

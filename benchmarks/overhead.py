@@ -106,9 +106,21 @@ def run_vae_zoo(net: str, mnist_root: str, extra: list[str], out: Path) -> None:
         train(compose_config(vae_zoo_overrides(net, mnist_root, extra, out), output_dir=run_dir))
 
 
-def run_plain(net: str, mnist_root: str, words: list[str], out: Path) -> None:
+def plain_negative_elbo(encoder, decoder, x):
+    """The plain loop's loss, written out by hand: -ELBO with one reparameterised sample, a
+    Bernoulli p(x|z) on the decoder's logits and the closed-form KL to N(0, I), nats per example."""
     import torch
     import torch.nn.functional as F
+
+    mu, logvar = encoder(x).chunk(2, dim=1)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    recon = F.binary_cross_entropy_with_logits(decoder(z), x, reduction="sum") / len(x)
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum() / len(x)
+    return recon + kl
+
+
+def run_plain(net: str, mnist_root: str, words: list[str], out: Path) -> None:
+    import torch
     from hydra.utils import instantiate
 
     from vae_zoo.run.config import compose_config
@@ -143,11 +155,7 @@ def run_plain(net: str, mnist_root: str, words: list[str], out: Path) -> None:
         if "model" in words:  # the vae_zoo model's own forward (its ELBO terms, KL schedule) without Lightning
             loss = model.batch_terms({"image": x}).loss
         else:
-            mu, logvar = encoder(x).chunk(2, dim=1)
-            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-            recon = F.binary_cross_entropy_with_logits(decoder(z), x, reduction="sum") / len(x)
-            kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum() / len(x)
-            loss = recon + kl
+            loss = plain_negative_elbo(encoder, decoder, x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
